@@ -1,0 +1,206 @@
+from llmtwin.llm.v1 import llm_service_pb2 as _llm_service_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ContentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTENT_KIND_UNSPECIFIED: _ClassVar[ContentKind]
+    CONTENT_KIND_ARTICLE: _ClassVar[ContentKind]
+    CONTENT_KIND_POST: _ClassVar[ContentKind]
+    CONTENT_KIND_REPOSITORY: _ClassVar[ContentKind]
+CONTENT_KIND_UNSPECIFIED: ContentKind
+CONTENT_KIND_ARTICLE: ContentKind
+CONTENT_KIND_POST: ContentKind
+CONTENT_KIND_REPOSITORY: ContentKind
+
+class RetrievalOptions(_message.Message):
+    __slots__ = ("top_k", "expand_queries", "self_query", "rerank", "author", "kinds")
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    EXPAND_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    SELF_QUERY_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    top_k: int
+    expand_queries: int
+    self_query: bool
+    rerank: bool
+    author: str
+    kinds: _containers.RepeatedScalarFieldContainer[ContentKind]
+    def __init__(self, top_k: _Optional[int] = ..., expand_queries: _Optional[int] = ..., self_query: bool = ..., rerank: bool = ..., author: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[ContentKind, str]]] = ...) -> None: ...
+
+class AnswerRequest(_message.Message):
+    __slots__ = ("query", "options", "parameters", "request_id")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    options: RetrievalOptions
+    parameters: _llm_service_pb2.GenerationParameters
+    request_id: str
+    def __init__(self, query: _Optional[str] = ..., options: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., parameters: _Optional[_Union[_llm_service_pb2.GenerationParameters, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RetrievedDocument(_message.Message):
+    __slots__ = ("document_id", "kind", "author_id", "author_full_name", "title", "link", "chunk_index", "content", "score", "vector_score")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SCORE_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    kind: ContentKind
+    author_id: str
+    author_full_name: str
+    title: str
+    link: str
+    chunk_index: int
+    content: str
+    score: float
+    vector_score: float
+    def __init__(self, document_id: _Optional[str] = ..., kind: _Optional[_Union[ContentKind, str]] = ..., author_id: _Optional[str] = ..., author_full_name: _Optional[str] = ..., title: _Optional[str] = ..., link: _Optional[str] = ..., chunk_index: _Optional[int] = ..., content: _Optional[str] = ..., score: _Optional[float] = ..., vector_score: _Optional[float] = ...) -> None: ...
+
+class Author(_message.Message):
+    __slots__ = ("id", "full_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    full_name: str
+    def __init__(self, id: _Optional[str] = ..., full_name: _Optional[str] = ...) -> None: ...
+
+class StepTiming(_message.Message):
+    __slots__ = ("step", "seconds")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    seconds: float
+    def __init__(self, step: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class AnswerContext(_message.Message):
+    __slots__ = ("documents", "expanded_queries", "author")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPANDED_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[RetrievedDocument]
+    expanded_queries: _containers.RepeatedScalarFieldContainer[str]
+    author: Author
+    def __init__(self, documents: _Optional[_Iterable[_Union[RetrievedDocument, _Mapping]]] = ..., expanded_queries: _Optional[_Iterable[str]] = ..., author: _Optional[_Union[Author, _Mapping]] = ...) -> None: ...
+
+class AnswerDelta(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class AnswerFinal(_message.Message):
+    __slots__ = ("answer", "finish_reason", "usage", "timings", "trace_id", "request_id", "time_to_first_token_s", "total_time_s", "model_id")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    answer: str
+    finish_reason: _llm_service_pb2.FinishReason
+    usage: _llm_service_pb2.Usage
+    timings: _containers.RepeatedCompositeFieldContainer[StepTiming]
+    trace_id: str
+    request_id: str
+    time_to_first_token_s: float
+    total_time_s: float
+    model_id: str
+    def __init__(self, answer: _Optional[str] = ..., finish_reason: _Optional[_Union[_llm_service_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_llm_service_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., time_to_first_token_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class AnswerStreamResponse(_message.Message):
+    __slots__ = ("context", "delta", "final")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    context: AnswerContext
+    delta: AnswerDelta
+    final: AnswerFinal
+    def __init__(self, context: _Optional[_Union[AnswerContext, _Mapping]] = ..., delta: _Optional[_Union[AnswerDelta, _Mapping]] = ..., final: _Optional[_Union[AnswerFinal, _Mapping]] = ...) -> None: ...
+
+class AnswerResponse(_message.Message):
+    __slots__ = ("context", "final")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    context: AnswerContext
+    final: AnswerFinal
+    def __init__(self, context: _Optional[_Union[AnswerContext, _Mapping]] = ..., final: _Optional[_Union[AnswerFinal, _Mapping]] = ...) -> None: ...
+
+class RetrieveRequest(_message.Message):
+    __slots__ = ("query", "options", "request_id")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    options: RetrievalOptions
+    request_id: str
+    def __init__(self, query: _Optional[str] = ..., options: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RetrieveResponse(_message.Message):
+    __slots__ = ("context", "timings")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    context: AnswerContext
+    timings: _containers.RepeatedCompositeFieldContainer[StepTiming]
+    def __init__(self, context: _Optional[_Union[AnswerContext, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("id", "kind", "author_id", "author_full_name", "content", "title", "link")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: ContentKind
+    author_id: str
+    author_full_name: str
+    content: str
+    title: str
+    link: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ContentKind, str]] = ..., author_id: _Optional[str] = ..., author_full_name: _Optional[str] = ..., content: _Optional[str] = ..., title: _Optional[str] = ..., link: _Optional[str] = ...) -> None: ...
+
+class IngestDocumentsRequest(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: Document
+    def __init__(self, document: _Optional[_Union[Document, _Mapping]] = ...) -> None: ...
+
+class RejectedDocument(_message.Message):
+    __slots__ = ("index", "document_id", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    document_id: str
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., document_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class IngestDocumentsResponse(_message.Message):
+    __slots__ = ("documents_written", "chunks_written", "rejected")
+    DOCUMENTS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    documents_written: int
+    chunks_written: int
+    rejected: _containers.RepeatedCompositeFieldContainer[RejectedDocument]
+    def __init__(self, documents_written: _Optional[int] = ..., chunks_written: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[RejectedDocument, _Mapping]]] = ...) -> None: ...

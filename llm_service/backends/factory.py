@@ -1,0 +1,48 @@
+"""Builds the configured backend."""
+
+from __future__ import annotations
+
+from llm_service.backends.base import Backend
+from llm_service.settings import Settings
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend named by LLM_BACKEND, configured from the settings."""
+    if settings.backend == "embedded":
+        from llm_service.backends.embedded import PACKAGED_ID, EmbeddedBackend, resolve_model_path
+
+        path = resolve_model_path(settings.model_path, settings.hf_repo, settings.hf_file)
+        return EmbeddedBackend(
+            path,
+            model_id=settings.model_id or settings.hf_repo or (path.name if settings.model_path else PACKAGED_ID),
+            n_parallel=settings.n_parallel,
+            ctx_per_slot=settings.ctx_per_slot,
+            max_input_tokens=settings.max_input_tokens,
+            n_threads=settings.n_threads,
+        )
+    if settings.backend == "tgi":
+        from llm_service.backends.tgi import TgiBackend
+
+        return TgiBackend(
+            settings.tgi_url,
+            model_id=settings.model_id,
+            max_input_tokens=settings.remote_max_input_tokens,
+            max_total_tokens=settings.remote_max_total_tokens,
+            timeout_s=settings.tgi_timeout_s,
+        )
+    if settings.backend == "sagemaker":
+        from llm_service.backends.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(
+            settings.sagemaker_endpoint_name,
+            inference_component_name=settings.sagemaker_inference_component or None,
+            region=settings.sagemaker_region or None,
+            endpoint_url=settings.sagemaker_endpoint_url or None,
+            model_id=settings.model_id,
+            max_input_tokens=settings.remote_max_input_tokens,
+            max_total_tokens=settings.remote_max_total_tokens,
+            tokenizer_path=settings.sagemaker_tokenizer_path or None,
+        )
+    from llm_service.backends.echo import EchoBackend
+
+    return EchoBackend(token_delay_s=settings.echo_token_delay_s)

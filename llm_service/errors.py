@@ -1,0 +1,41 @@
+"""LLM service errors (see servekit.errors for the tree and the status mapping)."""
+
+from __future__ import annotations
+
+from servekit.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    ServiceError,
+    Unavailable,
+)
+
+DOMAIN = "llm.llmtwin"
+
+
+class BackendUnavailable(Unavailable):
+    """The backend cannot be reached or is not loaded (server down, endpoint missing, connection lost)."""
+
+    reason = "BACKEND_UNAVAILABLE"
+
+
+class BackendError(ServiceError):
+    """The backend failed while generating (an error event mid-stream, a ModelStreamError...)."""
+
+    reason = "BACKEND_ERROR"
+
+
+__all__ = [
+    "DOMAIN",
+    "BackendError",
+    "BackendUnavailable",
+    "Cancelled",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "NotFound",
+    "Overloaded",
+    "ServiceError",
+    "Unavailable",
+]

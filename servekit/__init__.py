@@ -1,0 +1,1 @@
+"""Serving pieces shared by the gRPC services: errors as rich statuses, request ids, admission, lifecycle."""

@@ -1,0 +1,103 @@
+"""A grpc.aio server with what every service of ours has: health, reflection (v1 and v1alpha), a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class GrpcApp:
+    """Owns the server: `""` is SERVING while the process runs; the named service follows set_serving()."""
+
+    def __init__(self, service_name: str, extra_services: Iterable[str] = ()):
+        self.service_name = service_name
+        self.server = grpc.aio.server(options=_OPTIONS)
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [service_name, *extra_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        names += [reflection.SERVICE_NAME, REFLECTION_V1]
+        reflection.enable_server_reflection(names, self.server)
+        _add_reflection_v1(self.server, reflection.aio.ReflectionServicer(names))
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Binds and starts; returns the bound port (port 0 picks a free one). Service starts NOT_SERVING."""
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if not self.port:
+            raise OSError(f"cannot bind {host}:{port}")
+        await self.health.set("", SERVING)
+        await self.health.set(self.service_name, NOT_SERVING)
+        await self.server.start()
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Reports the named service SERVING or NOT_SERVING."""
+        await self.health.set(self.service_name, SERVING if serving else NOT_SERVING)
+
+    async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
+        """NOT_SERVING everywhere; after `drain_s` (time for load balancers to see it) refuse new calls and
+        let in-flight calls finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        if drain_s:
+            await asyncio.sleep(drain_s)
+        await self.server.stop(grace_s)
+
+
+def _add_reflection_v1(server: grpc.aio.Server, servicer: object) -> None:
+    # grpcio-reflection ships only v1alpha; v1 has the same messages under a new name, so the same
+    # servicer answers both (grpcurl and ghz try v1 first).
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,  # type: ignore[attr-defined]
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
+async def wait_for_signal() -> str:
+    """Returns the name of the first SIGTERM or SIGINT received."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[str] = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda s=sig: got.done() or got.set_result(s.name))
+    try:
+        return await got
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def watch_health(app: GrpcApp, check: object, interval_s: float) -> None:
+    """Keeps the service's health in step with `check()` (an async callable returning bool)."""
+    last: bool | None = None
+    while True:
+        try:
+            ok = bool(await asyncio.wait_for(check(), timeout=max(interval_s, 1.0)))  # type: ignore[operator]
+        except Exception:
+            ok = False
+        if ok != last:
+            log.info("health changed", extra={"service": app.service_name, "serving": ok})
+            await app.set_serving(ok)
+            last = ok
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,88 @@
+"""Decorators for servicer methods: request ids, errors as rich statuses, and the requests-by-code metric.
+
+Unary and streaming handlers are wrapped separately: a catch-all that awaits every handler would break
+server-streaming RPCs (an async generator cannot be awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from prometheus_client import Counter
+
+from servekit.errors import DeadlineExceeded, ServiceError, to_status
+from servekit.logs import request_id_var, resolve_request_id
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
+Streaming = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[T]]
+
+
+class RpcKit:
+    """Wraps handlers of one service (error domain, requests counter with labels method and code)."""
+
+    def __init__(self, domain: str, requests: Counter):
+        self.domain = domain
+        self.requests = requests
+
+    def _begin(self, request: Any, context: grpc.aio.ServicerContext) -> str:
+        rid = resolve_request_id(getattr(request, "request_id", ""), context.invocation_metadata())
+        request_id_var.set(rid)
+        context.set_trailing_metadata((("x-request-id", rid),))
+        return rid
+
+    async def _fail(self, method: str, exc: BaseException, context: grpc.aio.ServicerContext, rid: str) -> None:
+        if isinstance(exc, TimeoutError):
+            exc = DeadlineExceeded("the deadline passed before the work finished")
+        if not isinstance(exc, ServiceError):
+            log.exception("unhandled error in %s", method)
+            exc = ServiceError(f"internal error (request id {rid})")
+        status = to_status(exc, self.domain)
+        self.requests.labels(method, status.code.name).inc()
+        await context.abort(status.code, status.details, (*status.trailing_metadata, ("x-request-id", rid)))
+
+    def unary(self, fn: Unary[T]) -> Unary[T]:
+        """Wraps a unary (or client-streaming) handler."""
+        method = fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+            rid = self._begin(request, context)
+            try:
+                response = await fn(servicer, request, context)
+            except asyncio.CancelledError:
+                self.requests.labels(method, "CANCELLED").inc()
+                raise
+            except Exception as exc:
+                await self._fail(method, exc, context, rid)
+                raise  # unreachable: abort raises
+            self.requests.labels(method, "OK").inc()
+            return response
+
+        return wrapper
+
+    def stream(self, fn: Streaming[T]) -> Streaming[T]:
+        """Wraps a server-streaming handler."""
+        method = fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+            rid = self._begin(request, context)
+            try:
+                async for message in fn(servicer, request, context):
+                    yield message
+            except asyncio.CancelledError:
+                self.requests.labels(method, "CANCELLED").inc()
+                raise
+            except Exception as exc:
+                await self._fail(method, exc, context, rid)
+                return
+            self.requests.labels(method, "OK").inc()
+
+        return wrapper

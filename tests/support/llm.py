@@ -1,0 +1,45 @@
+"""An in-process LLM service on a free loopback port, for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from llm_service.backends.base import Backend
+from llm_service.server import LlmServer
+from llm_service.settings import Settings
+from llmtwin.llm.v1 import llm_service_pb2_grpc
+
+
+@dataclass
+class RunningLlm:
+    """A started LLM service with a client stub."""
+
+    server: LlmServer
+    port: int
+    channel: grpc.aio.Channel
+    stub: llm_service_pb2_grpc.LlmServiceStub
+
+    @property
+    def target(self) -> str:
+        """host:port to dial."""
+        return f"127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def running_llm(backend: Backend | None = None, **overrides: object) -> AsyncIterator[RunningLlm]:
+    """Starts an LLM service (port 0, metrics off) and stops it on exit."""
+    settings = Settings(
+        port=0, metrics_port=0, health_interval_s=0.2, shutdown_grace_s=2, shutdown_drain_s=0, **overrides
+    )
+    server = LlmServer(settings, backend)
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield RunningLlm(server, port, channel, llm_service_pb2_grpc.LlmServiceStub(channel))
+    finally:
+        await channel.close()
+        await server.stop()
