@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 
 from servekit.logs import configure_logging
 
@@ -26,5 +28,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     configure_logging(os.environ.get("LLM_LOG_LEVEL", "INFO"))
     asyncio.run(main())

@@ -58,6 +58,7 @@ class Generator:
         ttft = 0.0
         completion: Completion | None = None
         queue_s = 0.0
+        finished = False
         try:
             await self.check_limits(request)
             async with self.admission.slot() as queue_s:
@@ -82,6 +83,7 @@ class Generator:
             metrics.DURATION.observe(total)
             metrics.PROMPT_TOKENS.inc(completion.prompt_tokens)
             metrics.GENERATED_TOKENS.inc(completion.completion_tokens)
+            finished = True  # closing the iterator after the final message is not a cancellation
             yield Finished(completion, ttft or total, total, queue_s)
         except ServiceError as exc:
             status = exc.code.name
@@ -89,7 +91,7 @@ class Generator:
                 metrics.BACKEND_ERRORS.labels(exc.reason).inc()
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = "CANCELLED"
+            status = "OK" if finished else "CANCELLED"
             raise
         except Exception:
             status = "INTERNAL"

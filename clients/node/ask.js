@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+// Ask the LLM Twin RAG service a question over gRPC and print the answer as it streams in.
+//
+//   node ask.js "How do I build a feature pipeline?" [--target 127.0.0.1:50051] [--author "Paul Iusztin"]
+//               [--top-k 3] [--max-new-tokens 256] [--timeout 120] [--request-id ID]
+//
+// Prints the retrieved sources first, then the answer text token by token, then a summary line on stderr.
+// On a gRPC error it prints the status (code, message, ErrorInfo reason, field violations) and exits 1.
+"use strict";
+
+const path = require("node:path");
+const { parseArgs } = require("node:util");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+const protobuf = require("protobufjs");
+
+const PROTOS = path.resolve(__dirname, "..", "..", "protos");
+
+// google.rpc.Status and the details our services attach (servekit/errors.py), to decode
+// the grpc-status-details-bin trailer without shipping Google's protos.
+const ERROR_TYPES = protobuf.parse(`
+  syntax = "proto3";
+  package google.rpc;
+  message Any { string type_url = 1; bytes value = 2; }
+  message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+  message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+  message BadRequest {
+    message FieldViolation { string field = 1; string description = 2; }
+    repeated FieldViolation field_violations = 1;
+  }
+`, { keepCase: true }).root;
+
+function usage(message) {
+  if (message) process.stderr.write(`${message}\n`);
+  process.stderr.write(
+    'usage: node ask.js "question" [--target host:port] [--author NAME] [--top-k N]\n' +
+      "                   [--max-new-tokens N] [--timeout SECONDS] [--request-id ID]\n",
+  );
+  process.exit(2);
+}
+
+function parseCommandLine(argv) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        target: { type: "string", default: "127.0.0.1:50051" },
+        author: { type: "string", default: "" },
+        "top-k": { type: "string" },
+        "max-new-tokens": { type: "string" },
+        timeout: { type: "string", default: "120" },
+        "request-id": { type: "string", default: "" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    usage(error.message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) usage();
+  if (positionals.length === 0) usage("a question is required");
+  return { question: positionals.join(" "), ...values };
+}
+
+function loadRagService() {
+  const definition = protoLoader.loadSync(path.join(PROTOS, "llmtwin/rag/v1/rag_service.proto"), {
+    includeDirs: [PROTOS],
+    keepCase: true, // field names as in the contract: author_full_name, finish_reason, ...
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true, // message.event names the oneof member that is set
+  });
+  return grpc.loadPackageDefinition(definition).llmtwin.rag.v1.RagService;
+}
+
+function buildRequest(args) {
+  const options = {};
+  if (args.author) options.author = args.author;
+  if (args["top-k"] !== undefined) options.top_k = Number(args["top-k"]);
+  const parameters = {};
+  if (args["max-new-tokens"] !== undefined) parameters.max_new_tokens = Number(args["max-new-tokens"]);
+  return { query: args.question, options, parameters, request_id: args["request-id"] };
+}
+
+function printSources(context) {
+  const out = process.stdout;
+  out.write("Sources:\n");
+  const documents = context.documents || [];
+  if (documents.length === 0) out.write("  (none)\n");
+  documents.forEach((doc, i) => {
+    const kind = String(doc.kind).replace("CONTENT_KIND_", "").toLowerCase();
+    const author = doc.author_full_name || doc.author_id;
+    out.write(`  ${i + 1}. ${doc.title || doc.document_id} — ${author} (${kind}) score ${doc.score.toFixed(3)}\n`);
+    if (doc.link) out.write(`     ${doc.link}\n`);
+  });
+  out.write("\nAnswer:\n");
+}
+
+function printSummary(final) {
+  const usage = final.usage || {};
+  const reason = String(final.finish_reason).replace("FINISH_REASON_", "").toLowerCase();
+  process.stderr.write(
+    `[${usage.completion_tokens || 0} tokens, ${reason}, first token ${final.time_to_first_token_s.toFixed(2)} s, ` +
+      `total ${final.total_time_s.toFixed(2)} s, model ${final.model_id}, request ${final.request_id}]\n`,
+  );
+}
+
+// The status line, plus the ErrorInfo reason and BadRequest violations when the trailer carries them.
+function describeError(error) {
+  const lines = [`error: ${grpc.status[error.code] || "UNKNOWN"} (${error.code}): ${error.details}`];
+  const raw = error.metadata && error.metadata.get("grpc-status-details-bin")[0];
+  if (raw) {
+    try {
+      const status = ERROR_TYPES.lookupType("google.rpc.Status").decode(raw);
+      for (const detail of status.details) {
+        const typeName = detail.type_url.split("/").pop();
+        if (typeName === "google.rpc.ErrorInfo") {
+          const info = ERROR_TYPES.lookupType(typeName).decode(detail.value);
+          lines.push(`  reason: ${info.reason} (${info.domain})`);
+        } else if (typeName === "google.rpc.BadRequest") {
+          const bad = ERROR_TYPES.lookupType(typeName).decode(detail.value);
+          for (const v of bad.field_violations) lines.push(`  field ${v.field}: ${v.description}`);
+        }
+      }
+    } catch (decodeError) {
+      lines.push(`  (undecodable status details: ${decodeError.message})`);
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+function main() {
+  const args = parseCommandLine(process.argv.slice(2));
+  const RagService = loadRagService();
+  const client = new RagService(args.target, grpc.credentials.createInsecure());
+
+  const metadata = new grpc.Metadata();
+  if (args["request-id"]) metadata.set("x-request-id", args["request-id"]);
+  const deadline = new Date(Date.now() + Number(args.timeout) * 1000);
+  const call = client.AnswerStream(buildRequest(args), metadata, { deadline });
+
+  let answered = false;
+  let interrupted = false;
+  call.on("data", (message) => {
+    if (message.event === "context") {
+      printSources(message.context);
+    } else if (message.event === "delta") {
+      answered = true;
+      process.stdout.write(message.delta.text);
+    } else if (message.event === "final") {
+      if (answered) process.stdout.write("\n");
+      printSummary(message.final);
+    }
+  });
+  call.on("error", (error) => {
+    if (answered) process.stdout.write("\n");
+    process.stderr.write(describeError(error));
+    process.exitCode = interrupted ? 130 : 1;
+    client.close();
+  });
+  call.on("end", () => client.close());
+
+  // Ctrl-C cancels the call, which stops the generation in the service.
+  process.once("SIGINT", () => {
+    interrupted = true;
+    call.cancel();
+  });
+}
+
+main();

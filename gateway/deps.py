@@ -1,0 +1,51 @@
+"""FastAPI dependencies: the RAG stub, settings and metrics held in app.state, and the request id."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from grpc_health.v1 import health_pb2_grpc
+
+from gateway.metrics import Metrics
+from gateway.middleware import REQUEST_ID_HEADER, new_request_id
+from gateway.settings import Settings
+from llmtwin.rag.v1 import rag_service_pb2_grpc
+
+
+def get_stub(request: Request) -> rag_service_pb2_grpc.RagServiceStub:
+    """The RAG service stub opened by the lifespan."""
+    return request.app.state.rag_stub
+
+
+def get_health_stub(request: Request) -> health_pb2_grpc.HealthStub:
+    """The grpc.health.v1 stub on the same channel."""
+    return request.app.state.health_stub
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's metrics."""
+    return request.app.state.metrics
+
+
+def adopt_request_id(request: Request, given: str = "") -> str:
+    """The request's id: the one given in the body if any, else the middleware's; returned as x-request-id."""
+    request_id = given or getattr(request.state, "request_id", "") or new_request_id()
+    request.state.request_id = request_id
+    return request_id
+
+
+def rpc_metadata(request_id: str) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata for a RAG call."""
+    return ((REQUEST_ID_HEADER, request_id),)
+
+
+Stub = Annotated[rag_service_pb2_grpc.RagServiceStub, Depends(get_stub)]
+HealthStub = Annotated[health_pb2_grpc.HealthStub, Depends(get_health_stub)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

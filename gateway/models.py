@@ -1,0 +1,162 @@
+"""JSON request and response models of the gateway, named after the RAG contract, and their protobuf twins.
+
+Validation here is only what the translation needs (types, unsigned ranges, known kinds); the RAG
+service validates the meaning of every field and its errors come back as 422s with field violations.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
+
+UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
+UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+Kind = Literal["article", "post", "repository"]
+# Request ids travel as gRPC metadata: printable ASCII only.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
+
+class _Strict(BaseModel):
+    # Unknown fields are rejected so that a typo ("topk") is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrievalOptions(_Strict):
+    """How to retrieve context (RetrievalOptions); unset fields take the RAG service defaults."""
+
+    top_k: UInt32 | None = None
+    expand_queries: UInt32 | None = None
+    self_query: bool | None = None
+    rerank: bool | None = None
+    author: str = ""
+    kinds: list[Kind] = Field(default_factory=list)
+
+
+class GenerationParameters(_Strict):
+    """Sampling and stopping parameters (llmtwin.llm.v1.GenerationParameters)."""
+
+    max_new_tokens: UInt32 | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: UInt32 | None = None
+    repetition_penalty: float | None = None
+    stop_sequences: list[str] = Field(default_factory=list)
+    seed: UInt64 | None = None
+
+
+class AnswerRequest(_Strict):
+    """A question to answer (AnswerRequest)."""
+
+    query: str
+    options: RetrievalOptions = Field(default_factory=RetrievalOptions)
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+    request_id: str = Field(default="", pattern=r"^$|" + REQUEST_ID_PATTERN)
+
+
+class Document(BaseModel):
+    """One retrieved context chunk (RetrievedDocument)."""
+
+    document_id: str = ""
+    kind: str = "unspecified"
+    author_id: str = ""
+    author_full_name: str = ""
+    title: str = ""
+    link: str = ""
+    chunk_index: int = 0
+    content: str = ""
+    score: float = 0.0
+    vector_score: float = 0.0
+
+
+class Author(BaseModel):
+    """An author found in the store."""
+
+    id: str = ""
+    full_name: str = ""
+
+
+class AnswerContext(BaseModel):
+    """The context used for an answer: documents best first, the queries searched, the author filter."""
+
+    documents: list[Document] = Field(default_factory=list)
+    expanded_queries: list[str] = Field(default_factory=list)
+    author: Author | None = None
+
+
+class Usage(BaseModel):
+    """Token counts of the answer's generation."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class StepTiming(BaseModel):
+    """Time spent in one pipeline step, in seconds."""
+
+    step: str = ""
+    seconds: float = 0.0
+
+
+class AnswerFinal(BaseModel):
+    """The end of an answer: the full text, why it ended, usage and timings."""
+
+    answer: str = ""
+    finish_reason: str = "unspecified"
+    usage: Usage = Field(default_factory=Usage)
+    timings: list[StepTiming] = Field(default_factory=list)
+    trace_id: str = ""
+    request_id: str = ""
+    time_to_first_token_s: float = 0.0
+    total_time_s: float = 0.0
+    model_id: str = ""
+
+
+class AnswerResponse(BaseModel):
+    """The whole answer: its context and its final message."""
+
+    context: AnswerContext
+    final: AnswerFinal
+
+
+def answer_request_to_proto(request: AnswerRequest, request_id: str) -> rag_pb2.AnswerRequest:
+    """The gRPC AnswerRequest for a JSON one, carrying the gateway's request id."""
+    data = request.model_dump(exclude_none=True)
+    data["options"]["kinds"] = [f"CONTENT_KIND_{kind.upper()}" for kind in request.options.kinds]
+    data["request_id"] = request_id
+    return json_format.ParseDict(data, rag_pb2.AnswerRequest())
+
+
+def context_from_proto(context: rag_pb2.AnswerContext) -> AnswerContext:
+    """The JSON view of an AnswerContext; enum values as short lower-case names ("article")."""
+    data = _to_dict(context)
+    for document in data.get("documents", []):
+        document["kind"] = _short(document.get("kind", ""), "CONTENT_KIND_")
+    return AnswerContext.model_validate(data)
+
+
+def final_from_proto(final: rag_pb2.AnswerFinal) -> AnswerFinal:
+    """The JSON view of an AnswerFinal; finish_reason as a short name ("length", "end_of_sequence")."""
+    data = _to_dict(final)
+    data["finish_reason"] = _short(data.get("finish_reason", ""), "FINISH_REASON_")
+    return AnswerFinal.model_validate(data)
+
+
+def answer_from_proto(response: rag_pb2.AnswerResponse) -> AnswerResponse:
+    """The JSON view of an AnswerResponse."""
+    return AnswerResponse(context=context_from_proto(response.context), final=final_from_proto(response.final))
+
+
+def _to_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _short(enum_name: str, prefix: str) -> str:
+    return enum_name.removeprefix(prefix).lower() or "unspecified"

@@ -1,0 +1,218 @@
+"""A loopback RagService (real grpc.aio server) for testing clients of the RAG contract.
+
+It implements llmtwin.rag.v1.RagService and grpc.health.v1 on 127.0.0.1, port 0:
+
+- ``AnswerStream`` sends one ``context`` event, then one ``delta`` per word of ``answer`` (each after
+  ``delay_s``), then ``final``; ``Answer`` returns the same content in one message.
+- ``fail`` makes the next calls fail with a rich status (ErrorInfo + BadRequest, encoded by
+  servekit.errors exactly as the real services do), before the first event or after some deltas.
+- Every call's request and ``x-request-id`` metadata are recorded, and so are cancellations
+  (``cancelled`` is set when a client cancels a stream, ``cancelled_at`` says when).
+
+    async with serve_fake_rag(FakeRag(delay_s=0.05)) as rag:
+        channel = grpc.aio.insecure_channel(rag.target)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
+from llmtwin.rag.v1 import rag_service_pb2_grpc
+from servekit.errors import InvalidArgument, ServiceError, to_status
+
+RAG_SERVICE_NAME = "llmtwin.rag.v1.RagService"
+DOMAIN = "rag.llmtwin"
+
+DEFAULT_ANSWER = "Retrieval augmented generation grounds the answer in my own articles, then streams it."
+
+DEFAULT_DOCUMENTS = (
+    rag_pb2.RetrievedDocument(
+        document_id="doc-1",
+        kind=rag_pb2.CONTENT_KIND_ARTICLE,
+        author_id="paul",
+        author_full_name="Paul Iusztin",
+        title="An end-to-end framework for production-ready LLM systems",
+        link="https://example.org/llm-twin",
+        chunk_index=0,
+        content="The LLM Twin learns to write like you.",
+        score=0.91,
+        vector_score=0.72,
+    ),
+    rag_pb2.RetrievedDocument(
+        document_id="doc-2",
+        kind=rag_pb2.CONTENT_KIND_POST,
+        author_id="maxime",
+        author_full_name="Maxime Labonne",
+        title="Fine-tuning with DPO",
+        link="https://example.org/dpo",
+        chunk_index=2,
+        content="Preference alignment after supervised fine-tuning.",
+        score=0.55,
+        vector_score=0.61,
+    ),
+)
+
+
+@dataclass
+class Failure:
+    """A status to fail with: before any event (``after_deltas=None``) or after that many deltas."""
+
+    code: grpc.StatusCode
+    message: str = "injected failure"
+    reason: str = ""
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    after_deltas: int | None = None
+
+    def status(self) -> grpc.Status:
+        """The rich status, encoded by servekit like a real service's."""
+        if self.code == grpc.StatusCode.INVALID_ARGUMENT:
+            error: ServiceError = InvalidArgument(self.violations or [("query", "must not be empty")])
+        else:
+            error = ServiceError(self.message)
+            error.code = self.code
+            error.reason = self.code.name
+        if self.reason:
+            error.reason = self.reason
+        return to_status(error, DOMAIN)
+
+
+class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
+    """RagService test double; its attributes are the knobs and the recordings."""
+
+    def __init__(
+        self,
+        *,
+        answer: str = DEFAULT_ANSWER,
+        delay_s: float = 0.0,
+        documents: tuple[rag_pb2.RetrievedDocument, ...] = DEFAULT_DOCUMENTS,
+        finish_reason: int = llm_pb2.FINISH_REASON_END_OF_SEQUENCE,
+        fail: Failure | None = None,
+    ) -> None:
+        self.answer = answer
+        self.delay_s = delay_s
+        self.documents = documents
+        self.finish_reason = finish_reason
+        self.fail = fail
+        self.requests: list[rag_pb2.AnswerRequest] = []
+        self.request_ids: list[str] = []
+        self.deltas_sent = 0
+        self.cancelled = asyncio.Event()
+        self.cancelled_at: float | None = None
+        self.completed = 0
+
+    def pieces(self) -> list[str]:
+        """The deltas of the answer: one per word, spaces kept, so they concatenate to the answer."""
+        words = self.answer.split(" ")
+        return [word if i == 0 else " " + word for i, word in enumerate(words)]
+
+    def context(self) -> rag_pb2.AnswerContext:
+        """The context every answer carries."""
+        return rag_pb2.AnswerContext(
+            documents=self.documents,
+            expanded_queries=[self.requests[-1].query if self.requests else ""],
+            author=rag_pb2.Author(id="paul", full_name="Paul Iusztin"),
+        )
+
+    def final(self, request_id: str) -> rag_pb2.AnswerFinal:
+        """The final message every answer ends with."""
+        completion_tokens = len(self.pieces())
+        return rag_pb2.AnswerFinal(
+            answer=self.answer,
+            finish_reason=self.finish_reason,  # type: ignore[arg-type]
+            usage=llm_pb2.Usage(
+                prompt_tokens=42, completion_tokens=completion_tokens, total_tokens=42 + completion_tokens
+            ),
+            timings=[
+                rag_pb2.StepTiming(step="search", seconds=0.004),
+                rag_pb2.StepTiming(step="generate", seconds=0.2),
+            ],
+            request_id=request_id,
+            time_to_first_token_s=0.05,
+            total_time_s=0.25,
+            model_id="fake-model",
+        )
+
+    async def AnswerStream(
+        self, request: rag_pb2.AnswerRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rag_pb2.AnswerStreamResponse]:
+        """One context event, then one delta per word, then final; fails or records cancellation as told."""
+        request_id = self._record(request, context)
+        try:
+            if self.fail and self.fail.after_deltas is None:
+                await context.abort_with_status(self.fail.status())
+            yield rag_pb2.AnswerStreamResponse(context=self.context())
+            for i, piece in enumerate(self.pieces()):
+                if self.fail and self.fail.after_deltas == i:
+                    await context.abort_with_status(self.fail.status())
+                await asyncio.sleep(self.delay_s)
+                self.deltas_sent += 1
+                yield rag_pb2.AnswerStreamResponse(delta=rag_pb2.AnswerDelta(text=piece))
+            yield rag_pb2.AnswerStreamResponse(final=self.final(request_id))
+            self.completed += 1
+        except asyncio.CancelledError:
+            # grpc.aio cancels the handler when the client cancels the call.
+            self.cancelled_at = time.monotonic()
+            self.cancelled.set()
+            raise
+
+    async def Answer(self, request: rag_pb2.AnswerRequest, context: grpc.aio.ServicerContext) -> rag_pb2.AnswerResponse:
+        """The whole answer in one message."""
+        request_id = self._record(request, context)
+        if self.fail:
+            await context.abort_with_status(self.fail.status())
+        await asyncio.sleep(self.delay_s)
+        self.completed += 1
+        return rag_pb2.AnswerResponse(context=self.context(), final=self.final(request_id))
+
+    def _record(self, request: rag_pb2.AnswerRequest, context: grpc.aio.ServicerContext) -> str:
+        self.requests.append(request)
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = str(metadata.get("x-request-id", ""))
+        self.request_ids.append(request_id)
+        return request.request_id or request_id
+
+
+@dataclass
+class FakeRagServer:
+    """A running FakeRag: where it listens, and its health servicer to flip serving status."""
+
+    fake: FakeRag
+    port: int
+    health: health.aio.HealthServicer
+
+    @property
+    def target(self) -> str:
+        """host:port for grpc channels."""
+        return f"127.0.0.1:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report the RagService SERVING or NOT_SERVING through grpc.health.v1."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(RAG_SERVICE_NAME, status)
+
+
+@asynccontextmanager
+async def serve_fake_rag(fake: FakeRag | None = None) -> AsyncIterator[FakeRagServer]:
+    """Run a FakeRag on 127.0.0.1, port 0, reporting SERVING, until the block exits."""
+    fake = fake or FakeRag()
+    server = grpc.aio.server()
+    rag_service_pb2_grpc.add_RagServiceServicer_to_server(fake, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    running = FakeRagServer(fake=fake, port=port, health=health_servicer)
+    await running.set_serving(True)
+    try:
+        yield running
+    finally:
+        await server.stop(grace=None)

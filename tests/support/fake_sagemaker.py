@@ -1,0 +1,175 @@
+"""A loopback SageMaker endpoint: the runtime's streaming invoke in real AWS event-stream framing.
+
+boto3 pointed at it with `endpoint_url` gets what SageMaker sends for an HF TGI container:
+`POST /endpoints/{name}/invocations-response-stream` answers `application/vnd.amazon.eventstream`
+messages (prelude with total and headers lengths and a CRC32, string headers, payload, message CRC32;
+botocore.eventstream is the reference parser). Each `PayloadPart` carries raw bytes of TGI's SSE stream;
+`ModelStreamError` / `InternalStreamFailure` are exception messages with a JSON body. The control plane's
+DescribeEndpoint / DescribeInferenceComponent (JSON 1.1, `POST /` with X-Amz-Target) answer too.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.support.fake_tgi import FakeTgi, ServerThread
+
+ACCOUNT = "123456789012"
+
+
+def event_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message (all headers of type 7, string)."""
+    raw_headers = b""
+    for name, value in headers.items():
+        n, v = name.encode(), value.encode()
+        raw_headers += struct.pack(">B", len(n)) + n + b"\x07" + struct.pack(">H", len(v)) + v
+    total = 12 + len(raw_headers) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(raw_headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw_headers + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def payload_part(data: bytes) -> bytes:
+    """A PayloadPart event: its payload is the blob itself."""
+    headers = {":event-type": "PayloadPart", ":content-type": "application/octet-stream", ":message-type": "event"}
+    return event_message(headers, data)
+
+
+def stream_exception(exception_type: str, message: str, error_code: str = "") -> bytes:
+    """A modeled exception event such as ModelStreamError, with its JSON body."""
+    body: dict[str, str] = {"Message": message}
+    if error_code:
+        body["ErrorCode"] = error_code
+    headers = {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"}
+    return event_message(headers, json.dumps(body).encode())
+
+
+class FakeSageMaker:
+    """A fake SageMaker endpoint fronting a FakeTgi model; set the public attributes (knobs) before a call."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._server: ServerThread | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Default knobs and fresh observations (a server can be shared by tests this way)."""
+        self.model = FakeTgi()  # the TGI container behind the endpoint: its knobs shape the stream
+        self.endpoints = {"twin-endpoint"}
+        self.endpoint_status = "InService"
+        self.part_size: int | None = None  # cut the SSE byte stream into parts of this many bytes
+        self.stream_error_after: int | None = None  # send a stream exception after this many parts
+        self.stream_error = "ModelStreamError"  # or "InternalStreamFailure"
+        self.model_error: tuple[int, str] | None = None  # the container answered this status and body
+        # Observations.
+        self.parts_sent = 0
+        self.invocations: list[dict[str, Any]] = []  # {"endpoint", "headers", "body"} per invoke
+
+    # -- the HTTP server -----------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        """The ASGI app answering the runtime's streaming invoke and the control plane's describe calls."""
+        return Starlette(
+            routes=[
+                Route("/endpoints/{name}/invocations-response-stream", self._invoke_stream, methods=["POST"]),
+                Route("/", self._control_plane, methods=["POST"]),
+            ]
+        )
+
+    def start(self) -> str:
+        """Serve on a free loopback port; returns the endpoint URL for boto3."""
+        self._server = ServerThread(self.app())
+        self.url = f"http://127.0.0.1:{self._server.start()}"
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.stop()
+
+    async def _invoke_stream(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        body = json.loads(await request.body())
+        self.invocations.append({"endpoint": name, "headers": dict(request.headers), "body": body})
+        if name not in self.endpoints:
+            return _aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+        if self.model_error is not None:
+            status, original = self.model_error
+            message = f'Received client error ({status}) from primary with message "{original}".'
+            return _aws_error(424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original)
+        return StreamingResponse(
+            self._frames(body),
+            media_type="application/vnd.amazon.eventstream",
+            headers={"X-Amzn-SageMaker-Content-Type": "text/event-stream"},
+        )
+
+    async def _frames(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        sent = 0
+        async for sse in self.model.events(body):
+            pieces = [sse]
+            if self.part_size:
+                pieces = [sse[i : i + self.part_size] for i in range(0, len(sse), self.part_size)]
+            for piece in pieces:
+                if self.stream_error_after is not None and sent == self.stream_error_after:
+                    code = "ModelInvocationTimeExceeded" if self.stream_error == "ModelStreamError" else ""
+                    yield stream_exception(self.stream_error, "Model stream timed out after 60s", code)
+                    return
+                sent += 1
+                self.parts_sent += 1
+                yield payload_part(piece)
+
+    async def _control_plane(self, request: Request) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        query = json.loads(await request.body())
+        now = time.time()
+        if target == "SageMaker.DescribeEndpoint":
+            name = query["EndpointName"]
+            if name not in self.endpoints:
+                return _aws_error(400, "ValidationException", f'Could not find endpoint "{name}".', rpc=True)
+            return _amz_json(
+                {
+                    "EndpointName": name,
+                    "EndpointArn": f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}:endpoint/{name}",
+                    "EndpointConfigName": f"{name}-config",
+                    "EndpointStatus": self.endpoint_status,
+                    "CreationTime": now,
+                    "LastModifiedTime": now,
+                }
+            )
+        if target == "SageMaker.DescribeInferenceComponent":
+            name = query["InferenceComponentName"]
+            return _amz_json(
+                {
+                    "InferenceComponentName": name,
+                    "InferenceComponentArn": f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}:inference-component/{name}",
+                    "EndpointName": next(iter(self.endpoints)),
+                    "EndpointArn": f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}:endpoint/x",
+                    "InferenceComponentStatus": self.endpoint_status,
+                    "CreationTime": now,
+                    "LastModifiedTime": now,
+                }
+            )
+        return _aws_error(400, "UnknownOperationException", f"unknown operation {target}", rpc=True)
+
+
+def _amz_json(payload: dict[str, Any]) -> Response:
+    return Response(json.dumps(payload), media_type="application/x-amz-json-1.1")
+
+
+def _aws_error(status: int, code: str, message: str, *, rpc: bool = False, **fields: Any) -> Response:
+    """An AWS JSON error: REST services name the code in a header, JSON-RPC ones in `__type`."""
+    if rpc:
+        body = json.dumps({"__type": code, "message": message, **fields})
+        return Response(body, status, media_type="application/x-amz-json-1.1")
+    headers = {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/"}
+    return Response(json.dumps({"message": message, **fields}), status, headers=headers, media_type="application/json")

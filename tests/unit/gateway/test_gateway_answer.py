@@ -1,0 +1,242 @@
+"""POST /v1/answer and /v1/answer/stream against a real gRPC FakeRag: translation, SSE, errors, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
+from tests.support.fake_rag import Failure, FakeRag, FakeRagServer
+
+QUESTION = {"query": "What is an LLM twin?"}
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
+    """(event, decoded data) pairs of a text/event-stream response, as they arrive."""
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+async def collect(base_url: str, body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every event of one streamed answer."""
+    async with httpx.AsyncClient(base_url=base_url) as http, http.stream("POST", "/v1/answer/stream", json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return [event async for event in sse_events(r)]
+
+
+async def test_answer_returns_context_and_final_as_json(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    response = await client.post("/v1/answer", json=QUESTION)
+
+    assert response.status_code == 200
+    body = response.json()
+    first = body["context"]["documents"][0]
+    assert first["title"] == "An end-to-end framework for production-ready LLM systems"
+    assert first["kind"] == "article"
+    assert first["score"] == pytest.approx(0.91)
+    assert body["context"]["author"] == {"id": "paul", "full_name": "Paul Iusztin"}
+    assert body["final"]["answer"] == fake.answer
+    assert body["final"]["finish_reason"] == "end_of_sequence"
+    assert body["final"]["usage"]["prompt_tokens"] == 42
+    assert body["final"]["model_id"] == "fake-model"
+
+
+async def test_options_and_parameters_reach_the_rag_service_translated(
+    client: httpx.AsyncClient, fake: FakeRag
+) -> None:
+    body = {
+        "query": "How do I fine-tune with DPO?",
+        "options": {"top_k": 5, "expand_queries": 0, "rerank": False, "author": "Maxime Labonne", "kinds": ["post"]},
+        "parameters": {"max_new_tokens": 64, "temperature": 0.2, "stop_sequences": ["\n\n"], "seed": 7},
+    }
+    assert (await client.post("/v1/answer", json=body)).status_code == 200
+
+    sent = fake.requests[-1]
+    assert sent.query == "How do I fine-tune with DPO?"
+    assert sent.options.top_k == 5 and sent.options.HasField("expand_queries") and sent.options.expand_queries == 0
+    assert sent.options.rerank is False and not sent.options.HasField("self_query")
+    assert sent.options.author == "Maxime Labonne"
+    assert list(sent.options.kinds) == [rag_pb2.CONTENT_KIND_POST]
+    assert sent.parameters.max_new_tokens == 64 and sent.parameters.seed == 7
+    assert sent.parameters.temperature == pytest.approx(0.2)
+    assert not sent.parameters.HasField("top_p")
+    assert list(sent.parameters.stop_sequences) == ["\n\n"]
+
+
+async def test_request_id_round_trips_from_header_to_metadata_and_back(
+    client: httpx.AsyncClient, fake: FakeRag
+) -> None:
+    response = await client.post("/v1/answer", json=QUESTION, headers={"x-request-id": "req-42.a"})
+
+    assert response.headers["x-request-id"] == "req-42.a"
+    assert fake.request_ids[-1] == "req-42.a"
+    assert fake.requests[-1].request_id == "req-42.a"
+    assert response.json()["final"]["request_id"] == "req-42.a"
+
+
+async def test_a_request_id_is_generated_when_absent_and_the_body_one_wins(
+    client: httpx.AsyncClient, fake: FakeRag
+) -> None:
+    generated = await client.post("/v1/answer", json=QUESTION)
+    request_id = generated.headers["x-request-id"]
+    assert len(request_id) == 32 and fake.request_ids[-1] == request_id == fake.requests[-1].request_id
+
+    given = await client.post("/v1/answer", json={**QUESTION, "request_id": "from-body"}, headers={"x-request-id": "h"})
+    assert given.headers["x-request-id"] == "from-body" == fake.request_ids[-1] == fake.requests[-1].request_id
+
+
+async def test_stream_sends_context_then_deltas_then_done(base_url: str, fake: FakeRag) -> None:
+    events = await collect(base_url, QUESTION)
+
+    names = [name for name, _ in events]
+    assert names == ["context"] + ["delta"] * len(fake.pieces()) + ["done"]
+    assert events[0][1]["documents"][1]["kind"] == "post"
+    assert "".join(data["text"] for name, data in events if name == "delta") == fake.answer
+    assert events[-1][1]["answer"] == fake.answer
+    assert events[-1][1]["finish_reason"] == "end_of_sequence"
+
+
+async def test_stream_deltas_arrive_as_they_are_produced(base_url: str, fake: FakeRag) -> None:
+    fake.delay_s = 0.05
+    arrivals: list[float] = []
+    async with (
+        httpx.AsyncClient(base_url=base_url) as http,
+        http.stream("POST", "/v1/answer/stream", json=QUESTION) as r,
+    ):
+        async for name, _ in sse_events(r):
+            if name == "delta":
+                arrivals.append(time.monotonic())
+
+    # Relayed one by one, not buffered until the end: the deltas span roughly the fake's pacing.
+    assert arrivals[-1] - arrivals[0] > 0.05 * (len(arrivals) - 1) * 0.6
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.PERMISSION_DENIED, 403),
+        (grpc.StatusCode.INTERNAL, 500),
+    ],
+)
+async def test_grpc_statuses_map_to_http_statuses(
+    client: httpx.AsyncClient, fake: FakeRag, code: grpc.StatusCode, http_status: int
+) -> None:
+    fake.fail = Failure(code, message="upstream says no", reason="SOME_REASON")
+
+    for path in ("/v1/answer", "/v1/answer/stream"):
+        response = await client.post(path, json=QUESTION)
+        assert response.status_code == http_status, path
+        assert response.json() == {
+            "error": {
+                "code": http_status,
+                "status": code.name,
+                "message": "upstream says no",
+                "reason": "SOME_REASON",
+                "field_violations": [],
+            }
+        }
+
+
+async def test_invalid_argument_is_422_with_field_violations(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    fake.fail = Failure(grpc.StatusCode.INVALID_ARGUMENT, violations=[("options.author", "unknown author")])
+
+    response = await client.post("/v1/answer/stream", json={**QUESTION, "options": {"author": "Nobody"}})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and error["reason"] == "INVALID_ARGUMENT"
+    assert error["field_violations"] == [{"field": "options.author", "description": "unknown author"}]
+    assert "options.author: unknown author" in error["message"]
+
+
+async def test_a_body_that_does_not_fit_the_model_is_422_in_the_same_shape(
+    client: httpx.AsyncClient, fake: FakeRag
+) -> None:
+    response = await client.post("/v1/answer", json={"query": "q", "options": {"top_k": -1, "kinds": ["video"]}})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert {v["field"] for v in error["field_violations"]} == {"options.top_k", "options.kinds.0"}
+    assert fake.requests == []  # never reached the RAG service
+
+    malformed = await client.post("/v1/answer", content=b"{not json", headers={"content-type": "application/json"})
+    assert malformed.status_code == 422 and malformed.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+async def test_a_failure_after_the_stream_started_is_an_error_event(base_url: str, fake: FakeRag) -> None:
+    fake.fail = Failure(grpc.StatusCode.UNAVAILABLE, message="LLM service went away", after_deltas=2)
+
+    events = await collect(base_url, QUESTION)
+
+    assert [name for name, _ in events] == ["context", "delta", "delta", "error"]
+    assert events[-1][1]["error"]["code"] == 503
+    assert events[-1][1]["error"]["status"] == "UNAVAILABLE"
+    assert events[-1][1]["error"]["message"] == "LLM service went away"
+
+
+async def test_closing_the_stream_cancels_the_rag_call_promptly(base_url: str, fake: FakeRag) -> None:
+    fake.delay_s = 0.05
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        async with http.stream("POST", "/v1/answer/stream", json=QUESTION) as response:
+            async for name, _ in sse_events(response):
+                if name == "delta":
+                    break
+        closed_at = time.monotonic()
+
+        await asyncio.wait_for(fake.cancelled.wait(), timeout=2)
+        assert fake.cancelled_at is not None and fake.cancelled_at - closed_at < 0.5
+        assert fake.completed == 0 and fake.deltas_sent < len(fake.pieces())
+        metrics = (await http.get("/metrics")).text
+    assert "gateway_streams_in_flight 0.0" in metrics
+
+
+async def test_the_grpc_deadline_is_request_timeout_s(rag: FakeRagServer, fake: FakeRag, serve: Any) -> None:
+    fake.delay_s = 0.5
+    app: FastAPI = create_app(Settings(rag_target=rag.target, request_timeout_s=0.2))
+    async with serve(app) as url:
+        unary = await httpx.AsyncClient(base_url=url).post("/v1/answer", json=QUESTION)
+        events = await collect(url, QUESTION)
+
+    assert unary.status_code == 504 and unary.json()["error"]["status"] == "DEADLINE_EXCEEDED"
+    assert [name for name, _ in events] == ["context", "error"]
+    assert events[-1][1]["error"]["code"] == 504
+
+
+async def test_an_unreachable_rag_service_is_503(serve: Any) -> None:
+    app = create_app(Settings(rag_target="127.0.0.1:1", request_timeout_s=2))
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        response = await http.post("/v1/answer/stream", json=QUESTION)
+
+    assert response.status_code == 503
+    assert response.json()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_finish_reason_length_is_reported_by_name() -> None:
+    from gateway.models import final_from_proto
+
+    final = final_from_proto(rag_pb2.AnswerFinal(finish_reason=llm_pb2.FINISH_REASON_LENGTH))
+    assert final.finish_reason == "length"

@@ -1,0 +1,143 @@
+"""The OpenAI-compatible API, driven by the real `openai` client against the gateway under uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import openai
+import pytest
+
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
+from tests.support.fake_rag import Failure, FakeRag
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An OpenAI client whose base URL is the gateway."""
+    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as oai:
+        yield oai
+
+
+MESSAGES = [
+    {"role": "system", "content": "You are my twin."},
+    {"role": "user", "content": "An earlier question"},
+    {"role": "assistant", "content": "An earlier answer"},
+    {"role": "user", "content": "What is an LLM twin?"},
+]
+
+
+async def test_models_lists_the_one_model(client: openai.AsyncOpenAI) -> None:
+    models = [model.id async for model in client.models.list()]
+    assert models == ["llm-twin"]
+
+
+async def test_a_completion_answers_the_last_user_message(client: openai.AsyncOpenAI, fake: FakeRag) -> None:
+    completion = await client.chat.completions.create(
+        model="llm-twin",
+        messages=MESSAGES,
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=50,
+        stop="###",
+        seed=3,  # type: ignore[arg-type]
+    )
+
+    assert completion.object == "chat.completion" and completion.model == "llm-twin"
+    assert completion.id == f"chatcmpl-{fake.request_ids[-1]}"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == fake.answer
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.prompt_tokens == 42
+    assert completion.usage.total_tokens == 42 + len(fake.pieces())
+
+    sent = fake.requests[-1]
+    assert sent.query == "What is an LLM twin?"
+    assert sent.parameters.max_new_tokens == 50 and sent.parameters.seed == 3
+    assert sent.parameters.temperature == pytest.approx(0.3) and sent.parameters.top_p == pytest.approx(0.9)
+    assert list(sent.parameters.stop_sequences) == ["###"]
+
+
+async def test_max_completion_tokens_wins_and_length_is_reported(client: openai.AsyncOpenAI, fake: FakeRag) -> None:
+    fake.finish_reason = llm_pb2.FINISH_REASON_LENGTH
+    completion = await client.chat.completions.create(
+        model="llm-twin",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Parts"}, {"type": "text", "text": " too"}]}],
+        max_tokens=10,
+        max_completion_tokens=20,
+        extra_body={"options": {"author": "Paul Iusztin"}},
+    )
+
+    assert completion.choices[0].finish_reason == "length"
+    sent = fake.requests[-1]
+    assert sent.query == "Parts too" and sent.parameters.max_new_tokens == 20
+    assert sent.options.author == "Paul Iusztin"
+
+
+async def test_streaming_sends_role_then_content_then_finish_then_usage(
+    client: openai.AsyncOpenAI, fake: FakeRag
+) -> None:
+    stream = await client.chat.completions.create(
+        model="llm-twin",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
+    )
+    chunks = [chunk async for chunk in stream]
+
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    assert len({chunk.id for chunk in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert content == fake.answer
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(fake.pieces())
+
+
+async def test_streaming_without_usage_ends_with_the_finish_chunk(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(model="llm-twin", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    chunks = [chunk async for chunk in stream]
+
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(chunk.usage is None for chunk in chunks)
+
+
+async def test_the_raw_stream_ends_with_done(base_url: str) -> None:
+    body = {"model": "llm-twin", "messages": MESSAGES, "stream": True}
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post("/v1/chat/completions", json=body)
+    data_lines = [line for line in response.text.splitlines() if line.startswith("data:")]
+    assert data_lines[-1] == "data: [DONE]"
+
+
+async def test_errors_keep_the_status_mapping_in_openais_shape(client: openai.AsyncOpenAI, fake: FakeRag) -> None:
+    fake.fail = Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, message="too busy", reason="OVERLOADED")
+    with pytest.raises(openai.RateLimitError) as busy:
+        await client.chat.completions.create(model="llm-twin", messages=MESSAGES)  # type: ignore[arg-type]
+    assert busy.value.status_code == 429
+    assert busy.value.body == {"message": "too busy", "type": "rate_limit_error", "code": "OVERLOADED", "param": None}
+
+    fake.fail = Failure(grpc.StatusCode.INVALID_ARGUMENT, violations=[("query", "must not be empty")])
+    with pytest.raises(openai.UnprocessableEntityError) as invalid:
+        await client.chat.completions.create(model="llm-twin", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    assert invalid.value.status_code == 422
+    assert isinstance(invalid.value.body, dict) and invalid.value.body["param"] == "query"
+
+
+async def test_a_request_without_messages_is_rejected_in_openais_shape(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post("/v1/chat/completions", json={"model": "llm-twin", "messages": []})
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["param"] == "messages"
+
+
+async def test_a_failure_mid_stream_raises_in_the_client(client: openai.AsyncOpenAI, fake: FakeRag) -> None:
+    fake.fail = Failure(grpc.StatusCode.UNAVAILABLE, message="LLM service went away", after_deltas=1)
+    stream = await client.chat.completions.create(model="llm-twin", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+
+    with pytest.raises(openai.APIError, match="LLM service went away"):
+        async for _ in stream:
+            pass

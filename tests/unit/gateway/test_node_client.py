@@ -1,0 +1,57 @@
+"""clients/node/ask.js against the FakeRag gRPC server: sources first, the streamed answer, errors as exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.fake_rag import Failure, FakeRag, FakeRagServer
+
+CLIENT_DIR = Path(__file__).resolve().parents[3] / "clients" / "node"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(
+    NODE is None or not (CLIENT_DIR / "node_modules").is_dir(),
+    reason="needs node and `npm install` in clients/node",
+)
+
+
+async def ask(*args: str) -> tuple[int, str, str]:
+    """Run ask.js without blocking the loop that serves the fake; (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        str(NODE), str(CLIENT_DIR / "ask.js"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_prints_the_sources_then_the_streamed_answer(rag: FakeRagServer, fake: FakeRag) -> None:
+    code, out, err = await ask("What is an LLM twin?", "--target", rag.target, "--author", "Paul Iusztin")
+
+    assert code == 0, err
+    sources, answer = out.split("Answer:\n")
+    assert "1. An end-to-end framework for production-ready LLM systems — Paul Iusztin (article)" in sources
+    assert "https://example.org/llm-twin" in sources
+    assert "2. Fine-tuning with DPO — Maxime Labonne (post)" in sources
+    assert answer.strip() == fake.answer
+    assert "end_of_sequence" in err and "fake-model" in err
+    assert fake.requests[-1].query == "What is an LLM twin?"
+    assert fake.requests[-1].options.author == "Paul Iusztin"
+
+
+async def test_a_grpc_error_exits_non_zero_with_the_status(rag: FakeRagServer, fake: FakeRag) -> None:
+    fake.fail = Failure(grpc.StatusCode.INVALID_ARGUMENT, violations=[("options.author", "unknown author")])
+
+    code, out, err = await ask("Who?", "--target", rag.target, "--author", "Nobody")
+
+    assert code == 1
+    assert "INVALID_ARGUMENT (3)" in err
+    assert "reason: INVALID_ARGUMENT (rag.llmtwin)" in err
+    assert "field options.author: unknown author" in err
+    assert out == ""
