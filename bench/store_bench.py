@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -46,12 +47,12 @@ def queries(n: int, seed: int = 1) -> list[list[float]]:
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).tolist()
 
 
-async def timed(calls: list[Callable[[], Awaitable[object]]]) -> list[float]:
-    """Latency in ms of each call, run one after the other."""
+async def timed(search: Callable[[int, list[float]], Awaitable[object]], vectors: list[list[float]]) -> list[float]:
+    """Latency in ms of each search, run one after the other."""
     out = []
-    for call in calls:
+    for i, v in enumerate(vectors):
         start = time.perf_counter()
-        await call()
+        await search(i, v)
         out.append((time.perf_counter() - start) * 1000)
     return out
 
@@ -61,7 +62,9 @@ def p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-async def bench_store(store: VectorStore, n_queries: int, data: tuple[list[Chunk], list[list[float]]]) -> dict:
+async def bench_store(
+    store: VectorStore, n_queries: int, data: tuple[list[Chunk], list[list[float]]]
+) -> dict[str, Any]:
     """Upsert all points in batches, then time filtered and unfiltered searches."""
     chunks, vectors = data
     await store.ensure_collections()
@@ -70,22 +73,23 @@ async def bench_store(store: VectorStore, n_queries: int, data: tuple[list[Chunk
         await store.upsert(chunks[i : i + BATCH], vectors[i : i + BATCH])
     upsert_s = time.perf_counter() - start
     qs = queries(n_queries)
-    filtered = await timed(
-        [
-            lambda v=v, i=i: store.search(Kind.ARTICLE, v, 5, SearchFilter(author_id=f"a{i % AUTHORS}"))
-            for i, v in enumerate(qs)
-        ]
-    )
-    unfiltered = await timed([lambda v=v: store.search(Kind.ARTICLE, v, 5) for v in qs])
+
+    async def filtered(i: int, v: list[float]) -> object:
+        return await store.search(Kind.ARTICLE, v, 5, SearchFilter(author_id=f"a{i % AUTHORS}"))
+
+    async def unfiltered(i: int, v: list[float]) -> object:
+        return await store.search(Kind.ARTICLE, v, 5)
+
+    timings = {"filtered": await timed(filtered, qs), "unfiltered": await timed(unfiltered, qs)}
     assert await store.count(Kind.ARTICLE) == len(chunks)
     await store.aclose()
-    return {"upsert_s": upsert_s, "filtered": filtered, "unfiltered": unfiltered}
+    return {"upsert_s": upsert_s, **timings}
 
 
 def raw_edge_filtered(path: Path, n_queries: int) -> list[float]:
     """The engine's own filtered query time, called directly (no thread hop, no conversion)."""
     shard = qe.EdgeShard.load(str(path / "articles"))
-    out = []
+    out: list[float] = []
     for _ in range(2):  # the first pass warms the freshly loaded shard; keep the second
         out.clear()
         for i, v in enumerate(queries(n_queries)):

@@ -13,9 +13,9 @@ from servekit.logs import configure_logging
 
 async def main() -> None:
     """Starts the service, waits for a signal, shuts down gracefully."""
-    from llm_service.server import LlmServer, start_metrics
+    from llm_service.server import LlmServer
     from llm_service.settings import Settings
-    from servekit.grpc_app import wait_for_signal
+    from servekit.grpc_app import start_metrics, wait_for_signal
 
     settings = Settings()
     start_metrics(settings.metrics_port)

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-from prometheus_client import start_http_server
-
 from llm_service import metrics
 from llm_service.backends.base import Backend
 from llm_service.backends.factory import make_backend
@@ -54,9 +52,3 @@ class LlmServer:
                 await self._health_task
         await self.app.stop(self.settings.shutdown_grace_s, self.settings.shutdown_drain_s)
         await self.backend.aclose()
-
-
-def start_metrics(port: int) -> None:
-    """Serves Prometheus metrics over HTTP on a thread (port 0: off)."""
-    if port:
-        start_http_server(port, addr="127.0.0.1")

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,12 @@ def _add_reflection_v1(server: grpc.aio.Server, servicer: object) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
     )
+
+
+def start_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serves Prometheus /metrics over HTTP on a background thread (port 0: off)."""
+    if port:
+        start_http_server(port, addr=host)
 
 
 async def wait_for_signal() -> str:

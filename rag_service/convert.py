@@ -1,0 +1,150 @@
+"""Protobuf ↔ domain conversion at the edge, with validation of what clients send."""
+
+from __future__ import annotations
+
+import math
+
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
+from llmtwin.rag.v1 import rag_service_pb2 as pb
+from rag_service.errors import InvalidArgument
+from rag_service.rag import Final, Options, Retrieval
+from rag_service.settings import Settings
+from rag_service.types import Document, Kind, ScoredChunk
+
+KIND_TO_PB = {
+    Kind.ARTICLE: pb.CONTENT_KIND_ARTICLE,
+    Kind.POST: pb.CONTENT_KIND_POST,
+    Kind.REPOSITORY: pb.CONTENT_KIND_REPOSITORY,
+}
+PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+
+
+def query_and_options(query: str, options: pb.RetrievalOptions, settings: Settings) -> tuple[str, Options]:
+    """The validated query and retrieval options with defaults applied."""
+    violations: list[tuple[str, str]] = []
+    if not query.strip():
+        violations.append(("query", "must not be empty"))
+    elif len(query) > settings.max_query_chars:
+        violations.append(("query", f"must have at most {settings.max_query_chars} characters"))
+    top_k = options.top_k if options.HasField("top_k") else settings.top_k
+    if not 1 <= top_k <= 50:
+        violations.append(("options.top_k", "must be between 1 and 50"))
+    expand = options.expand_queries if options.HasField("expand_queries") else settings.expand_queries
+    if expand > 5:
+        violations.append(("options.expand_queries", "must be between 0 and 5"))
+    kinds = []
+    for i, kind in enumerate(options.kinds):
+        if kind not in PB_TO_KIND:
+            violations.append((f"options.kinds[{i}]", "must be CONTENT_KIND_ARTICLE, _POST or _REPOSITORY"))
+        else:
+            kinds.append(PB_TO_KIND[kind])
+    if violations:
+        raise InvalidArgument(violations)
+    return query.strip(), Options(
+        top_k=top_k,
+        expand_queries=expand,
+        self_query=options.self_query if options.HasField("self_query") else settings.self_query,
+        rerank=options.rerank if options.HasField("rerank") else True,
+        author=options.author.strip(),
+        kinds=tuple(dict.fromkeys(kinds)) or tuple(Kind),
+    )
+
+
+def check_parameters(p: llm_pb.GenerationParameters) -> None:
+    """Rejects generation parameters outside the LLM contract's documented ranges before any work is done.
+
+    The LLM service checks them again against the model's own limits (prompt + max_new_tokens).
+    """
+    violations = []
+    if p.HasField("max_new_tokens") and not 1 <= p.max_new_tokens <= 8192:
+        violations.append(("parameters.max_new_tokens", "must be between 1 and 8192"))
+    if p.HasField("temperature") and not (math.isfinite(p.temperature) and 0 <= p.temperature <= 2):
+        violations.append(("parameters.temperature", "must be between 0 and 2"))
+    if p.HasField("top_p") and not (math.isfinite(p.top_p) and 0 < p.top_p <= 1):
+        violations.append(("parameters.top_p", "must be in (0, 1]"))
+    if p.HasField("top_k") and p.top_k > 1000:
+        violations.append(("parameters.top_k", "must be between 0 and 1000"))
+    if p.HasField("repetition_penalty") and not (
+        math.isfinite(p.repetition_penalty) and 0 < p.repetition_penalty <= 10
+    ):
+        violations.append(("parameters.repetition_penalty", "must be in (0, 10]"))
+    if len(p.stop_sequences) > 8 or any(not 0 < len(s) <= 64 for s in p.stop_sequences):
+        violations.append(("parameters.stop_sequences", "at most 8, each 1 to 64 characters"))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def document_to_proto(hit: ScoredChunk) -> pb.RetrievedDocument:
+    """A retrieved chunk as the contract shows it."""
+    c = hit.chunk
+    return pb.RetrievedDocument(
+        document_id=c.document_id,
+        kind=KIND_TO_PB[c.kind],
+        author_id=c.author_id,
+        author_full_name=c.author_full_name,
+        title=c.title,
+        link=c.link,
+        chunk_index=c.chunk_index,
+        content=c.content,
+        score=hit.score,
+        vector_score=hit.vector_score,
+    )
+
+
+def context_to_proto(retrieval: Retrieval) -> pb.AnswerContext:
+    """The context event."""
+    context = pb.AnswerContext(
+        documents=[document_to_proto(d) for d in retrieval.documents], expanded_queries=retrieval.queries
+    )
+    if retrieval.author:
+        context.author.CopyFrom(pb.Author(id=retrieval.author.id, full_name=retrieval.author.full_name))
+    return context
+
+
+def timings_to_proto(timings: dict[str, float]) -> list[pb.StepTiming]:
+    """Step timings in pipeline order."""
+    return [pb.StepTiming(step=step, seconds=seconds) for step, seconds in timings.items()]
+
+
+def final_to_proto(final: Final, request_id: str) -> pb.AnswerFinal:
+    """The final event."""
+    return pb.AnswerFinal(
+        answer=final.answer,
+        finish_reason=final.finish_reason,  # type: ignore[arg-type]
+        usage=llm_pb.Usage(
+            prompt_tokens=final.prompt_tokens,
+            completion_tokens=final.completion_tokens,
+            total_tokens=final.prompt_tokens + final.completion_tokens,
+        ),
+        timings=timings_to_proto(final.timings),
+        trace_id=final.trace_id,
+        request_id=request_id,
+        time_to_first_token_s=final.ttft_s,
+        total_time_s=final.total_s,
+        model_id=final.model_id,
+    )
+
+
+def document_from_proto(d: pb.Document) -> tuple[Document | None, str]:
+    """A document to ingest, or None with the reason it is invalid."""
+    problems = [
+        f"{name} is required" for name in ("id", "author_id", "author_full_name") if not getattr(d, name).strip()
+    ]
+    if not d.content.strip():
+        problems.append("content is required")
+    if d.kind not in PB_TO_KIND:
+        problems.append("kind must be CONTENT_KIND_ARTICLE, CONTENT_KIND_POST or CONTENT_KIND_REPOSITORY")
+    if problems:
+        return None, "; ".join(problems)
+    return (
+        Document(
+            id=d.id.strip(),
+            kind=PB_TO_KIND[d.kind],
+            author_id=d.author_id.strip(),
+            author_full_name=d.author_full_name.strip(),
+            content=d.content,
+            title=d.title,
+            link=d.link,
+        ),
+        "",
+    )

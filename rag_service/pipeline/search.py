@@ -1,0 +1,59 @@
+"""Retrieval: every query against every collection, concurrently, filtered by author when one is known."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rag_service.store.base import VectorStore
+from rag_service.types import Kind, ScoredChunk, SearchFilter
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRun:
+    """One (query, kind) search: its hits and how long it took."""
+
+    query_index: int
+    kind: Kind
+    hits: list[ScoredChunk]
+    start: float
+    end: float
+
+
+async def search_all(
+    store: VectorStore,
+    vectors: Sequence[Sequence[float]],
+    kinds: Sequence[Kind],
+    limit: int,
+    author_id: str | None,
+    with_vectors: bool,
+) -> list[SearchRun]:
+    """Runs len(vectors) × len(kinds) searches at once."""
+    filter = SearchFilter(author_id=author_id) if author_id else None
+
+    async def one(i: int, vector: Sequence[float], kind: Kind) -> SearchRun:
+        start = time.time()
+        hits = await store.search(kind, vector, limit, filter, with_vectors=with_vectors)
+        return SearchRun(i, kind, hits, start, time.time())
+
+    return list(await asyncio.gather(*(one(i, v, k) for i, v in enumerate(vectors) for k in kinds)))
+
+
+def dedupe(runs: Sequence[SearchRun]) -> list[ScoredChunk]:
+    """One entry per chunk (the best-scoring hit), and none with the same text as a better one."""
+    best: dict[tuple[str, int], ScoredChunk] = {}
+    for run in runs:
+        for hit in run.hits:
+            key = (hit.chunk.document_id, hit.chunk.chunk_index)
+            if key not in best or hit.vector_score > best[key].vector_score:
+                best[key] = hit
+    seen_text: set[str] = set()
+    out: list[ScoredChunk] = []
+    for hit in sorted(best.values(), key=lambda h: h.vector_score, reverse=True):
+        text = " ".join(hit.chunk.content.split()).lower()
+        if text not in seen_text:
+            seen_text.add(text)
+            out.append(hit)
+    return out

@@ -1,0 +1,71 @@
+"""Self-query: the author named in the question, if any, as a filter. Only authors in the store qualify."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
+from rag_service.llm_client import LlmClient, Prompt
+from rag_service.types import Author
+
+SYSTEM = (
+    "Extract the full name of the person whose opinion or work the question asks about. Answer with the "
+    "name only, exactly as written in the question, or with NONE when the question names no person."
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_POSSESSIVE = re.compile(r"['’]s\b")
+
+
+def normalize(text: str) -> str:
+    """Lowercase ASCII words separated by single spaces (accents and possessives folded)."""
+    text = _POSSESSIVE.sub("", text)
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return " ".join(_WORD.findall(folded))
+
+
+def match_author(query: str, authors: list[Author]) -> Author | None:
+    """The author the query names: full name, or a first or last name that only one author has."""
+    words = f" {normalize(query)} "
+    for author in authors:
+        if f" {normalize(author.full_name)} " in words or f" {normalize(author.id.replace('-', ' '))} " in words:
+            return author
+    hits: dict[str, set[str]] = {}
+    for author in authors:
+        for part in normalize(author.full_name).split():
+            hits.setdefault(part, set()).add(author.id)
+    found = {next(iter(ids)) for part, ids in hits.items() if len(ids) == 1 and f" {part} " in words}
+    if len(found) == 1:
+        return next(a for a in authors if a.id in found)
+    return None
+
+
+def resolve_name(name: str, authors: list[Author], cutoff: float = 0.75) -> Author | None:
+    """The store's author closest to a name the model extracted; None unless it is close enough."""
+    name = normalize(name)
+    if not name or name == "none":
+        return None
+    by_name = {normalize(a.full_name): a for a in authors}
+    best = difflib.get_close_matches(name, list(by_name), n=1, cutoff=cutoff)
+    return by_name[best[0]] if best else match_author(name, authors)
+
+
+def mentions_a_name(query: str) -> bool:
+    """Whether a capitalized word appears after the first one: a cheap gate before asking the LLM."""
+    words = query.split()
+    return any(w[:1].isupper() and w[1:2].islower() for w in words[1:])
+
+
+async def extract_author(
+    llm: LlmClient, query: str, authors: list[Author], *, timeout: float, request_id: str
+) -> Author | None:
+    """Fast match first; then, when the query seems to name someone, the LLM with a strict output format."""
+    if author := match_author(query, authors):
+        return author
+    if not authors or not mentions_a_name(query):
+        return None
+    prompt = Prompt(messages=(("system", SYSTEM), ("user", query)))
+    parameters = llm_pb.GenerationParameters(max_new_tokens=12, temperature=0, stop_sequences=["\n"])
+    result = await llm.generate(prompt, parameters, timeout=timeout, request_id=request_id)
+    return resolve_name(result.text, authors)

@@ -1,0 +1,29 @@
+"""Vector stores: the interface and its two adapters (embedded qdrant-edge, qdrant-client)."""
+
+from __future__ import annotations
+
+from rag_service.store.base import VectorStore, collection_name, point_id
+
+__all__ = ["DEFAULT_PATH", "VectorStore", "collection_name", "open_store", "point_id"]
+
+DEFAULT_PATH = "var/qdrant"
+BACKENDS = ("edge", "client")
+
+
+def open_store(
+    url: str | None = None,
+    api_key: str | None = None,
+    path: str = DEFAULT_PATH,
+    backend: str = "edge",
+    collection_prefix: str = "",
+) -> VectorStore:
+    """A store: "edge" (embedded, at `path`) or "client" (a server at `url`, else local mode at `path`)."""
+    if backend == "edge":
+        from rag_service.store.edge import EdgeStore
+
+        return EdgeStore(path, collection_prefix=collection_prefix)
+    if backend == "client":
+        from rag_service.store.client import ClientStore
+
+        return ClientStore(url=url, api_key=api_key, path=path, collection_prefix=collection_prefix)
+    raise ValueError(f"unknown store backend {backend!r}; expected one of {', '.join(BACKENDS)}")

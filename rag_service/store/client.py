@@ -1,0 +1,207 @@
+"""Store on qdrant-client: a Qdrant server or cluster by URL, or local mode (a path or ":memory:")."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from qdrant_client import AsyncQdrantClient, models
+
+from rag_service.store.base import (
+    KEYWORD_INDEXES,
+    VECTOR_SIZE,
+    check_upsert,
+    chunk_payload,
+    collection_name,
+    point_id,
+    scored_chunk,
+    sort_authors,
+)
+from rag_service.types import Author, Chunk, Kind, ScoredChunk, SearchFilter
+
+T = TypeVar("T")
+_MAX_AUTHORS = 100_000
+
+
+class _LoopThread:
+    """An event loop in its own thread: local mode's "async" calls compute in Python and would block ours."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="qdrant-local", daemon=True)
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join)
+        self._loop.close()
+
+
+class ClientStore:
+    """VectorStore on AsyncQdrantClient; `url` for a server, else local mode at `path` or ":memory:"."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+        collection_prefix: str = "",
+        timeout: int = 10,
+    ) -> None:
+        if url:
+            self._client = AsyncQdrantClient(url=url, api_key=api_key or None, timeout=timeout)
+        elif path in (None, ":memory:"):
+            self._client = AsyncQdrantClient(location=":memory:")
+        else:
+            self._client = AsyncQdrantClient(path=path)
+        # Local mode has no payload indexes (it scans) and warns when asked for one.
+        self._server = bool(url)
+        self._local_loop = None if self._server else _LoopThread()
+        self._prefix = collection_prefix
+        self._ready = False
+        self._ensure_lock = asyncio.Lock()
+        self._closed = False
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._local_loop is None:
+            return await coro
+        return await self._local_loop.run(coro)
+
+    def _name(self, kind: Kind) -> str:
+        return collection_name(self._prefix, kind)
+
+    async def ensure_collections(self) -> None:
+        """Create the missing collections and, on a server, their payload indexes."""
+        for kind in Kind:
+            name = self._name(kind)
+            if await self._run(self._client.collection_exists(name)):
+                info = await self._run(self._client.get_collection(name))
+                params = info.config.params.vectors
+                if isinstance(params, models.VectorParams) and params.size != VECTOR_SIZE:
+                    raise ValueError(f"collection {name} has vectors of size {params.size}, expected {VECTOR_SIZE}")
+                continue
+            vectors = models.VectorParams(size=VECTOR_SIZE, distance=models.Distance.COSINE)
+            await self._run(self._client.create_collection(name, vectors_config=vectors))
+            if self._server:
+                for field in KEYWORD_INDEXES:
+                    await self._run(self._client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD))
+        self._ready = True
+
+    async def _ensure(self) -> None:
+        if self._ready:
+            return
+        async with self._ensure_lock:  # two first calls must not both create the collections
+            if not self._ready:
+                await self.ensure_collections()
+
+    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
+        """Write chunks with their vectors; a chunk already stored is overwritten."""
+        check_upsert(chunks, vectors)
+        await self._ensure()
+        by_kind: dict[Kind, list[models.PointStruct]] = {}
+        for chunk, vector in zip(chunks, vectors, strict=True):
+            point = models.PointStruct(
+                id=point_id(chunk.document_id, chunk.chunk_index),
+                vector=list(vector),
+                payload=chunk_payload(chunk),
+            )
+            by_kind.setdefault(chunk.kind, []).append(point)
+        for kind, points in by_kind.items():
+            await self._run(self._client.upsert(self._name(kind), points=points, wait=True))
+        return len(chunks)
+
+    async def delete_document(self, kind: Kind, document_id: str, from_chunk: int = 0) -> None:
+        """Delete a document's chunks with chunk_index >= from_chunk."""
+        await self._ensure()
+        conditions: list[models.Condition] = [
+            models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
+        ]
+        if from_chunk > 0:
+            conditions.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
+        selector = models.FilterSelector(filter=models.Filter(must=conditions))
+        await self._run(self._client.delete(self._name(kind), points_selector=selector, wait=True))
+
+    async def search(
+        self,
+        kind: Kind,
+        vector: Sequence[float],
+        limit: int,
+        filter: SearchFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[ScoredChunk]:
+        """Nearest chunks of one kind by cosine similarity, optionally restricted to an author."""
+        await self._ensure()
+        where = None
+        if filter is not None and filter.author_id is not None:
+            where = _author_filter(filter.author_id)
+        response = await self._run(
+            self._client.query_points(
+                self._name(kind),
+                query=list(vector),
+                limit=limit,
+                query_filter=where,
+                with_payload=True,
+                with_vectors=with_vectors,
+            )
+        )
+        return [
+            scored_chunk(hit.payload or {}, hit.score, hit.vector if with_vectors else None)  # type: ignore[arg-type]
+            for hit in response.points
+        ]
+
+    async def authors(self) -> list[Author]:
+        """Distinct authors: an author_id facet per collection, then one point per new author for its name."""
+        await self._ensure()
+        found: dict[str, str] = {}
+        for kind in Kind:
+            name = self._name(kind)
+            facet = await self._run(self._client.facet(name, "author_id", limit=_MAX_AUTHORS, exact=True))
+            for hit in facet.hits:
+                author_id = str(hit.value)
+                if author_id in found:
+                    continue
+                records, _ = await self._run(
+                    self._client.scroll(
+                        name,
+                        scroll_filter=_author_filter(author_id),
+                        limit=1,
+                        with_payload=["author_full_name"],
+                    )
+                )
+                if records:
+                    found[author_id] = str((records[0].payload or {}).get("author_full_name", ""))
+        return sort_authors(found)
+
+    async def count(self, kind: Kind | None = None) -> int:
+        """Number of stored chunks of one kind, or of all kinds."""
+        await self._ensure()
+        total = 0
+        for k in [kind] if kind is not None else list(Kind):
+            total += (await self._run(self._client.count(self._name(k), exact=True))).count
+        return total
+
+    async def check_health(self) -> bool:
+        """True when the server (or local store) lists its collections."""
+        try:
+            await self._run(self._client.get_collections())
+        except Exception:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close the client (and a local store's files and thread); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._run(self._client.close())
+        if self._local_loop is not None:
+            await self._local_loop.stop()
+
+
+def _author_filter(author_id: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="author_id", match=models.MatchValue(value=author_id))])

@@ -1,0 +1,190 @@
+"""The RAG service over real gRPC, with a real LLM service (echo backend: fast, deterministic) and a real store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llm_service.backends.echo import EchoBackend
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
+from llmtwin.rag.v1 import rag_service_pb2 as pb
+from servekit.errors import error_reason, field_violations
+from tests.support.llm import running_llm
+from tests.support.procs import free_port
+from tests.support.rag import corpus, running_rag
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+# A slice of the sample corpus: every author, every kind.
+SUBSET = [d for d in corpus() if d.id.endswith(("-001", "-002", "-003"))]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(embedder):
+    """An LLM service (echo backend) and a RAG service with SUBSET ingested, shared by read-only tests."""
+    async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder) as rag:
+        await rag.ingest(SUBSET)
+        yield rag
+
+
+async def answer_events(stub, request: pb.AnswerRequest) -> list[pb.AnswerStreamResponse]:
+    return [m async for m in stub.AnswerStream(request)]
+
+
+async def test_ingest_reports_counts_and_rejects_invalid_documents_by_position(embedder):
+    async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder) as rag:
+        bad_kind = pb.Document(id="x1", author_id="a", author_full_name="A", content="text")
+        no_content = pb.Document(id="x2", kind=pb.CONTENT_KIND_POST, author_id="a", author_full_name="A")
+        response = await rag.ingest([SUBSET[0], bad_kind, SUBSET[1], no_content])
+        assert response.documents_written == 2 and response.chunks_written >= 2
+        assert [(r.index, r.document_id) for r in response.rejected] == [(1, "x1"), (3, "x2")]
+        assert "kind" in response.rejected[0].reason and "content" in response.rejected[1].reason
+        again = await rag.ingest([SUBSET[0], SUBSET[1]])
+        assert again.chunks_written == response.chunks_written
+        assert await rag.server.rag.store.count() == response.chunks_written  # updated, not duplicated
+
+
+async def test_retrieve_finds_the_author_named_in_the_query_and_filters_on_it(stack):
+    rag = stack
+    response = await rag.stub.Retrieve(
+        pb.RetrieveRequest(
+            query="What does Elena Varga say about batching requests?", options=pb.RetrievalOptions(top_k=4)
+        )
+    )
+    context = response.context
+    assert context.author.id == "elena-varga"
+    assert len(context.documents) == 4
+    assert {d.author_id for d in context.documents} == {"elena-varga"}
+    assert [d.score for d in context.documents] == sorted((d.score for d in context.documents), reverse=True)
+    assert {t.step for t in response.timings} >= {"self_query", "embed", "search", "rerank"}
+
+    first_name = await rag.stub.Retrieve(pb.RetrieveRequest(query="How does Jonas choose the LoRA rank?"))
+    assert first_name.context.author.id == "jonas-lindqvist"
+
+    unknown = await rag.stub.Retrieve(pb.RetrieveRequest(query="What does Ada Lovelace think of vector search?"))
+    assert not unknown.context.HasField("author")  # an unknown name never becomes a filter
+    assert len({d.author_id for d in unknown.context.documents}) >= 1
+
+    off = await rag.stub.Retrieve(
+        pb.RetrieveRequest(query="Elena Varga on batching", options=pb.RetrievalOptions(self_query=False, top_k=10))
+    )
+    assert not off.context.HasField("author")
+
+
+async def test_explicit_author_and_kind_filters(stack):
+    rag = stack
+    options = pb.RetrievalOptions(author="Priya Raman", kinds=[pb.CONTENT_KIND_POST], top_k=3)
+    response = await rag.stub.Retrieve(pb.RetrieveRequest(query="monitoring", options=options))
+    assert {(d.author_id, d.kind) for d in response.context.documents} == {("priya-raman", pb.CONTENT_KIND_POST)}
+    by_id = await rag.stub.Retrieve(
+        pb.RetrieveRequest(query="monitoring", options=pb.RetrievalOptions(author="priya-raman"))
+    )
+    assert by_id.context.author.full_name == "Priya Raman"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rag.stub.Retrieve(pb.RetrieveRequest(query="x", options=pb.RetrievalOptions(author="Nobody Known")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value)[0][0] == "options.author"
+
+
+async def test_answer_stream_sends_context_then_deltas_then_final(stack):
+    rag = stack
+    request = pb.AnswerRequest(
+        query="What did Tomás Okafor learn about change streams?",
+        parameters=llm_pb.GenerationParameters(max_new_tokens=20),
+        request_id="answer-1",
+    )
+    call = rag.stub.AnswerStream(request)
+    events = [m async for m in call]
+    kinds = [m.WhichOneof("event") for m in events]
+    assert kinds[0] == "context" and kinds[-1] == "final" and set(kinds[1:-1]) == {"delta"}
+    assert len(kinds) == 22
+    context, final = events[0].context, events[-1].final
+    assert context.author.id == "tomas-okafor" and context.documents
+    assert final.answer == "".join(m.delta.text for m in events[1:-1])
+    assert final.usage.completion_tokens == 20 and final.usage.prompt_tokens > 50
+    assert final.finish_reason == llm_pb.FINISH_REASON_LENGTH
+    assert final.request_id == "answer-1" and final.model_id == "echo"
+    assert [t.step for t in final.timings] == ["self_query", "embed", "search", "rerank", "prompt", "generate"]
+    assert 0 < final.time_to_first_token_s <= final.total_time_s
+    assert ("x-request-id", "answer-1") in tuple(await call.trailing_metadata())
+
+    unary = await rag.stub.Answer(request)
+    assert unary.final.answer == final.answer
+    assert [d.document_id for d in unary.context.documents] == [d.document_id for d in context.documents]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.AnswerRequest(query=""), "query"),
+        (pb.AnswerRequest(query="x" * 2001), "query"),
+        (pb.AnswerRequest(query="q", options=pb.RetrievalOptions(top_k=0)), "options.top_k"),
+        (pb.AnswerRequest(query="q", options=pb.RetrievalOptions(top_k=51)), "options.top_k"),
+        (pb.AnswerRequest(query="q", options=pb.RetrievalOptions(expand_queries=9)), "options.expand_queries"),
+        (pb.AnswerRequest(query="q", options=pb.RetrievalOptions(kinds=[7])), "options.kinds[0]"),
+        (pb.AnswerRequest(query="q", parameters=llm_pb.GenerationParameters(temperature=3)), "parameters.temperature"),
+        (
+            pb.AnswerRequest(query="q", parameters=llm_pb.GenerationParameters(max_new_tokens=0)),
+            "parameters.max_new_tokens",
+        ),
+    ],
+)
+async def test_bad_requests_get_invalid_argument_with_field_violations(stack, request_, field):
+    rag = stack
+    for call in (rag.stub.Answer(request_), rag.stub.AnswerStream(request_)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call if isinstance(call, grpc.aio.UnaryUnaryCall) else [m async for m in call]
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in [f for f, _ in field_violations(err.value)]
+    assert (await rag.stub.Retrieve(pb.RetrieveRequest(query="still serving"))).context is not None
+
+
+async def test_llm_service_down_gives_unavailable_while_retrieve_keeps_working(embedder):
+    async with running_rag(f"127.0.0.1:{free_port()}", embedder) as rag:
+        await rag.ingest(SUBSET[::9])
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rag.stub.Answer(pb.AnswerRequest(query="What is a KV cache?"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "LLM service" in err.value.details() and error_reason(err.value) == "LLM_UNAVAILABLE"
+        retrieved = await rag.stub.Retrieve(pb.RetrieveRequest(query="What is a KV cache?"))
+        assert retrieved.context.documents
+        health = health_pb2_grpc.HealthStub(rag.channel)
+        status = await health.Check(health_pb2.HealthCheckRequest(service="llmtwin.rag.v1.RagService"))
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_cancelled_answer_stops_the_generation(embedder):
+    backend = EchoBackend(token_delay_s=0.01)
+    async with running_llm(backend) as llm, running_rag(llm.target, embedder) as rag:
+        await rag.ingest(SUBSET[::9])
+        call = rag.stub.AnswerStream(
+            pb.AnswerRequest(query="Tell me everything", parameters=llm_pb.GenerationParameters(max_new_tokens=1000))
+        )
+        assert (await call.read()).HasField("context")
+        await call.read()
+        call.cancel()
+        await asyncio.sleep(0.15)
+        produced = backend.produced
+        await asyncio.sleep(0.2)
+        assert backend.produced == produced < 100
+        assert llm.server.admission.in_flight == 0 and rag.server.admission.in_flight == 0
+
+
+async def test_deadline_passes_through_to_the_llm_service(embedder):
+    backend = EchoBackend(token_delay_s=0.01)
+    async with running_llm(backend) as llm, running_rag(llm.target, embedder) as rag:
+        await rag.ingest(SUBSET[::9])
+        request = pb.AnswerRequest(
+            query="Tell me everything", parameters=llm_pb.GenerationParameters(max_new_tokens=1000)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rag.stub.Answer(request, timeout=0.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(0.15)
+        produced = backend.produced
+        await asyncio.sleep(0.2)
+        assert backend.produced == produced < 60

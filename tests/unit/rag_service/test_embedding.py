@@ -1,0 +1,131 @@
+"""The embedder: the real all-MiniLM-L6-v2 model, off the event loop, micro-batched across callers."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rag_service.embedding import Embedder
+
+SENTENCES = [
+    "Vector databases index embeddings for similarity search.",
+    "Qdrant stores points with payloads and searches them by cosine similarity.",
+    "The recipe needs two eggs, flour and a pinch of salt.",
+    "Streaming gRPC keeps the first token latency low.",
+    "A short one.",
+    "Large language models generate text one token at a time.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Embedder]:
+    e = Embedder(threads=1, batching=True, max_batch=32, max_wait_ms=2)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def unbatched() -> Iterator[Embedder]:
+    e = Embedder(threads=1, batching=False)
+    yield e
+    e.close()
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+async def test_vectors_are_384_dimensional_and_unit_length(embedder: Embedder) -> None:
+    vectors = await embedder.embed(SENTENCES)
+    assert embedder.dimension == 384
+    assert len(vectors) == len(SENTENCES)
+    for v in vectors:
+        assert len(v) == 384
+        assert math.sqrt(sum(x * x for x in v)) == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_similar_texts_are_closer_than_unrelated_ones(embedder: Embedder) -> None:
+    query, related, unrelated = await embedder.embed(
+        ["How does similarity search over embeddings work?", SENTENCES[0], SENTENCES[2]]
+    )
+    assert cosine(query, related) > cosine(query, unrelated) + 0.2
+
+
+async def test_concurrent_calls_share_encode_batches(embedder: Embedder) -> None:
+    before = embedder.stats.batches, embedder.stats.requests
+    results = await asyncio.gather(*(embedder.embed([s]) for s in SENTENCES))
+    batches = embedder.stats.batches - before[0]
+    assert embedder.stats.requests - before[1] == len(SENTENCES)
+    # Requests queue up while a batch encodes, so at worst the first goes alone and the rest together.
+    assert 1 <= batches <= 2
+    assert [len(r) for r in results] == [1] * len(SENTENCES)
+
+
+async def test_batched_and_unbatched_results_are_the_same(embedder: Embedder, unbatched: Embedder) -> None:
+    batched = await asyncio.gather(*(embedder.embed([s]) for s in SENTENCES))
+    before = unbatched.stats.batches
+    alone = await asyncio.gather(*(unbatched.embed([s]) for s in SENTENCES))
+    assert unbatched.stats.batches - before == len(SENTENCES)  # one encode per call
+    for b, a in zip(batched, alone, strict=True):
+        # Padding to the batch's longest text changes float rounding only.
+        assert b[0] == pytest.approx(a[0], abs=1e-5)
+
+
+async def test_each_caller_gets_its_own_vectors_back(embedder: Embedder) -> None:
+    expected = await embedder.embed(SENTENCES)
+    got = await asyncio.gather(embedder.embed(SENTENCES[:2]), embedder.embed(SENTENCES[2:]))
+    for e, g in zip(expected, got[0] + got[1], strict=True):
+        assert g == pytest.approx(e, abs=1e-5)
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others(embedder: Embedder) -> None:
+    doomed = asyncio.create_task(embedder.embed(["cancel me"]))
+    survivor = asyncio.create_task(embedder.embed(["keep me"]))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    (vector,) = await survivor
+    assert len(vector) == 384
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+
+
+async def test_the_event_loop_keeps_running_while_encoding(embedder: Embedder) -> None:
+    texts = [f"{s} ({i})" for i in range(8) for s in SENTENCES]
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.perf_counter()
+    await embedder.embed(texts)
+    elapsed = time.perf_counter() - started
+    ticker.cancel()
+    # The loop kept ticking during the encode, not after it.
+    assert len(gaps) >= 3
+    assert max(gaps) < max(elapsed / 2, 0.05)
+
+
+async def test_empty_input_gives_no_vectors(embedder: Embedder) -> None:
+    assert await embedder.embed([]) == []
+
+
+async def test_tokenizer_counts_wordpiece_tokens_without_truncation(embedder: Embedder) -> None:
+    ids = embedder.tokenizer.encode("word " * 400, add_special_tokens=False).ids
+    assert len(ids) == 400
+
+
+async def test_a_closed_embedder_refuses_work() -> None:
+    e = Embedder(batching=False)
+    await e.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await e.embed(["late"])
