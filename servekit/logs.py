@@ -10,6 +10,7 @@ import uuid
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")  # the caller's prompt-trace id, if any
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -26,6 +27,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
+        if trace_id := trace_id_var.get():
+            entry["trace_id"] = trace_id
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -46,11 +49,14 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def metadata_value(metadata: object, key: str) -> str:
+    """A gRPC metadata value ("" when absent), bounded in length."""
+    for k, value in metadata or ():  # type: ignore[attr-defined]
+        if k == key and value:
+            return str(value)[:128]
+    return ""
+
+
 def resolve_request_id(field: str, metadata: object) -> str:
     """The request id: the message's field, else the x-request-id metadata, else a new one."""
-    if field:
-        return field[:128]
-    for key, value in metadata or ():  # type: ignore[attr-defined]
-        if key == "x-request-id" and value:
-            return str(value)[:128]
-    return new_request_id()
+    return field[:128] if field else metadata_value(metadata, "x-request-id") or new_request_id()

@@ -16,7 +16,7 @@ import grpc
 from prometheus_client import Counter
 
 from servekit.errors import DeadlineExceeded, ServiceError, to_status
-from servekit.logs import request_id_var, resolve_request_id
+from servekit.logs import metadata_value, request_id_var, resolve_request_id, trace_id_var
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,8 +32,10 @@ class RpcKit:
         self.requests = requests
 
     def _begin(self, request: Any, context: grpc.aio.ServicerContext) -> str:
-        rid = resolve_request_id(getattr(request, "request_id", ""), context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        rid = resolve_request_id(getattr(request, "request_id", ""), metadata)
         request_id_var.set(rid)
+        trace_id_var.set(metadata_value(metadata, "x-trace-id"))
         context.set_trailing_metadata((("x-request-id", rid),))
         return rid
 

@@ -71,23 +71,35 @@ class DeploySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LLMTWIN_SM_", extra="ignore")
 
-    role_arn: str = Field(default="", pattern=r"^(arn:aws[a-z-]*:iam::\d{12}:role/.+)?$")
-    region: str = "eu-central-1"
+    role_arn: str = Field(
+        default="",
+        pattern=r"^(arn:aws[a-z-]*:iam::\d{12}:role/.+)?$",
+        description="IAM execution role SageMaker assumes (required to deploy).",
+    )
+    region: str = Field(default="eu-central-1", description="AWS region.")
     # Resource names derive from it with suffixes, within SageMaker's 63-character limit.
-    endpoint_name: str = Field(default="llmtwin", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,39}$")
-    preset: PresetName = "8b-a10g"
-    model_id: str | None = None
-    hf_token: SecretStr | None = None
-    instance_type: str | None = None
-    instance_count: int | None = Field(default=None, ge=1)
-    max_instance_count: int | None = Field(default=None, ge=1)
-    image_uri: str | None = None
-    container_env: dict[str, str] = Field(default_factory=dict)
-    min_copies: int = Field(default=1, ge=1)
-    max_copies: int = Field(default=2, ge=1)
-    target_invocations_per_copy: float = Field(default=10.0, gt=0)  # per minute, averaged over copies
-    startup_health_check_timeout_s: int | None = Field(default=None, ge=60, le=3600)
-    poll_interval_s: float = Field(default=30.0, gt=0)
+    endpoint_name: str = Field(
+        default="llmtwin",
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,39}$",
+        description="Endpoint name; model, config and component names derive from it.",
+    )
+    preset: PresetName = Field(default="8b-a10g", description="8b-a10g (ml.g5.2xlarge) or 30b-a100 (ml.p4d.24xlarge).")
+    model_id: str | None = Field(default=None, description="Hugging Face model id; default: the preset's.")
+    hf_token: SecretStr | None = Field(default=None, description="Hugging Face token for gated or private models.")
+    instance_type: str | None = Field(default=None, description="Instance type; default: the preset's.")
+    instance_count: int | None = Field(default=None, ge=1, description="Initial instances; default: the preset's.")
+    max_instance_count: int | None = Field(default=None, ge=1, description="Managed instance scaling ceiling.")
+    image_uri: str | None = Field(default=None, description="TGI container image; default: the HF TGI DLC.")
+    container_env: dict[str, str] = Field(default_factory=dict, description="Extra container env (JSON object).")
+    min_copies: int = Field(default=1, ge=1, description="Autoscaling: fewest model copies.")
+    max_copies: int = Field(default=2, ge=1, description="Autoscaling: most model copies.")
+    target_invocations_per_copy: float = Field(
+        default=10.0, gt=0, description="Autoscaling target: invocations per copy per minute."
+    )
+    startup_health_check_timeout_s: int | None = Field(
+        default=None, ge=60, le=3600, description="Time the container may take to load the model."
+    )
+    poll_interval_s: float = Field(default=30.0, gt=0, description="Status polling period while waiting.")
 
     @model_validator(mode="after")
     def _copies_in_order(self) -> Self:
