@@ -35,6 +35,7 @@ proto-check: proto
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	@if git rev-parse -q --verify main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
 	  $(VENV)/bin/buf breaking --against '.git#branch=main'; \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -51,7 +51,7 @@ class Generator:
             )
         return n
 
-    async def stream(self, request: Request) -> AsyncIterator[Token | Finished]:
+    async def stream(self, request: Request) -> AsyncGenerator[Token | Finished, None]:
         """Yields tokens, then one Finished. Closing the iterator stops the backend's generation."""
         start = time.perf_counter()
         status = "OK"

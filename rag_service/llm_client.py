@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -83,7 +83,7 @@ class LlmClient:
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
         request_id: str = "",
-    ) -> AsyncIterator[llm_pb.GenerateStreamResponse]:
+    ) -> AsyncGenerator[llm_pb.GenerateStreamResponse, None]:
         """Relays GenerateStream messages as they arrive; closing the iterator cancels the call."""
         call = self._stub.GenerateStream(prompt.to_request(parameters, request_id), metadata=metadata, timeout=timeout)
         try:

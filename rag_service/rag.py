@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -210,7 +210,7 @@ class Rag:
         parameters: llm_pb.GenerationParameters,
         request_id: str,
         deadline_s: float | None,
-    ) -> AsyncIterator[Retrieval | Delta | Final]:
+    ) -> AsyncGenerator[Retrieval | Delta | Final, None]:
         """Yields the Retrieval, then Deltas as the LLM produces them, then the Final."""
         start = time.perf_counter()
         rec = self.tracer.start_trace(

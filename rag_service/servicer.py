@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
@@ -31,7 +31,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
 
     async def _events(
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Retrieval | Delta | Final]:
+    ) -> AsyncGenerator[Retrieval | Delta | Final, None]:
         query, options = convert.query_and_options(request.query, request.options, self._rag.settings)
         convert.check_parameters(request.parameters)
         async with self._admission.slot():
@@ -102,8 +102,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         self._rag.forget_authors()
         metrics.INGESTED_CHUNKS.inc(report.chunks_written)
         rejected += [pb.RejectedDocument(index=positions[i], document_id=d, reason=r) for i, d, r in report.rejected]
+        rejected.sort(key=lambda r: r.index)
         return pb.IngestDocumentsResponse(
-            documents_written=report.documents_written,
-            chunks_written=report.chunks_written,
-            rejected=sorted(rejected, key=lambda r: r.index),
+            documents_written=report.documents_written, chunks_written=report.chunks_written, rejected=rejected
         )

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "var" / "logs"
 CORPUS = ROOT / "data" / "corpus.jsonl"
+NAMES = ("llm_service", "rag_service", "gateway")
 
 
 def ensure_corpus() -> None:
@@ -121,9 +122,9 @@ def main() -> int:
         print(f"\nLLM Twin is up: open http://{host}:{gateway_port}/  (logs in {LOGS}; Ctrl-C stops)\n", flush=True)
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.5)
-        for p in procs:
+        for name, p in zip(NAMES, procs, strict=False):
             if p.poll() is not None:
-                print(f"{p.args[-1]} exited with {p.returncode}; see {LOGS}", flush=True)
+                print(f"{name} exited with {p.returncode}; see {LOGS}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -86,8 +86,13 @@ async def wait_for_signal() -> str:
     """Returns the name of the first SIGTERM or SIGINT received."""
     loop = asyncio.get_running_loop()
     got: asyncio.Future[str] = loop.create_future()
+
+    def received(sig: signal.Signals) -> None:
+        if not got.done():
+            got.set_result(sig.name)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: got.done() or got.set_result(s.name))
+        loop.add_signal_handler(sig, received, sig)
     try:
         return await got
     finally:

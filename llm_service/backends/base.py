@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from llm_service.types import Completion, GenerationInput, ModelInfo, Request, Token
@@ -15,7 +15,7 @@ class Backend(Protocol):
     async def start(self) -> None:
         """Load the model or connect; raise BackendUnavailable when it cannot serve."""
 
-    def generate(self, request: Request) -> AsyncIterator[Token | Completion]:
+    def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Yield tokens as they are produced, then exactly one Completion, last.
 
         Closing the iterator early (client cancel, deadline) must stop the generation in the backend

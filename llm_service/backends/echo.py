@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from llm_service.stops import StopMatcher
 from llm_service.types import Completion, FinishReason, GenerationInput, ModelInfo, Request, Token
@@ -32,7 +32,7 @@ class EchoBackend:
         """One token per whitespace-separated word."""
         return len(_words(input))
 
-    async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:
+    async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Yields the input's words cyclically; yields to the loop between tokens even without delay."""
         words = _words(request.input) or ["echo"]
         matcher = StopMatcher(request.parameters.stop_sequences)

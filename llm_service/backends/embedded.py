@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ class EmbeddedBackend:
             raise BackendError(f"tokenize failed: {_error_message(response)}")
         return len(response.json()["tokens"])
 
-    async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:
+    async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Streams tokens from llama.cpp; closing the iterator stops the generation at the next token."""
         if self._server is None:
             raise BackendUnavailable("model not loaded")

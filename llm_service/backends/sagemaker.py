@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -156,7 +156,7 @@ class SageMakerBackend:
         encoding = await asyncio.to_thread(self._tokenizer.encode, text)
         return len(encoding.ids)
 
-    async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:
+    async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Stream from the endpoint; closing this iterator closes the HTTP stream, stopping the model."""
         if self._runtime is None:
             raise BackendUnavailable("the SageMaker backend is not started")

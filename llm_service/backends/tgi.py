@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -151,7 +151,7 @@ class TgiBackend:
         except httpx2.TransportError as exc:
             raise BackendUnavailable(f"TGI at {self._url} is unreachable: {exc!r}") from exc
 
-    async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:
+    async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Stream from TGI; closing this iterator closes the HTTP stream, which stops TGI's generation."""
         client = _CallClient(self._http, base_url=self._url, timeout=self._timeout_s, headers=self._headers)
         p = request.parameters

@@ -9,12 +9,12 @@ from rag_service.errors import InvalidArgument
 from rag_service.llm_client import Prompt
 from rag_service.types import Author, ScoredChunk
 
-TEMPLATE_VERSION = "twin-v1"
+TEMPLATE_VERSION = "twin-v2"
 
 SYSTEM = (
     "You are the digital twin of {who}. Answer the question in {whose} voice: first person, the same "
-    "tone, opinions and vocabulary as in the writing below. Use only the numbered context; cite it as "
-    "[1], [2]. If the context does not answer the question, say so plainly instead of inventing."
+    "tone, opinions and vocabulary as in the writing below. Use only the facts in the context (the sources "
+    "are shown to the reader separately). If the context does not answer the question, say so plainly."
 )
 ALPACA = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "
