@@ -138,7 +138,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         print("stopped", flush=True)
-    return 0 if stopping or all(p.returncode in (0, -signal.SIGTERM) for p in procs) else 1
+    return 0 if stopping or all(p.returncode == 0 for p in procs) else 1
 
 
 if __name__ == "__main__":

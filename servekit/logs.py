@@ -12,7 +12,7 @@ from contextvars import ContextVar
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")  # the caller's prompt-trace id, if any
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,6 +42,9 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Client libraries log every HTTP request at INFO (llama.cpp health polls, Opik uploads): keep warnings.
+    for noisy in ("httpx", "httpcore", "urllib3", "opik"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def new_request_id() -> str:

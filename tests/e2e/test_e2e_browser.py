@@ -1,0 +1,114 @@
+"""The chat page in headless Chromium against the real stack: sources, a growing answer, and Stop that cancels
+the generation in the LLM service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.e2e.stack import Stack, metric_value
+from tests.support.procs import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "artifacts" / "e2e_chat_page.png"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CANCELLED_STREAMS = 'llm_requests_total{code="CANCELLED",method="GenerateStream"}'
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make browser)"),
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Debian Chromium; Playwright gives every launch a fresh temporary profile."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def llm_metric(stack: Stack, sample: str) -> float:
+    """One Prometheus sample of the LLM service, read without blocking the loop that drives the page."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(stack.llm_metrics_url)).text
+    return metric_value(text, sample)
+
+
+async def answer_state(page: Page) -> str:
+    """The page's answer state: idle, waiting, streaming, done, stopped or error."""
+    return await page.get_attribute("#answer", "data-state") or ""
+
+
+async def watch_it_grow(page: Page, timeout_s: float = 30) -> list[str]:
+    """The answer text sampled until it has grown twice, or the answer ended ([] then)."""
+    seen: list[str] = []
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(set(seen)) < 3 and asyncio.get_running_loop().time() < deadline:
+        state = await answer_state(page)
+        assert state != "error", await page.locator("#error").inner_text()
+        if state == "done":
+            return []
+        text = await page.locator("#answer").inner_text()
+        if text and (not seen or text != seen[-1]):
+            seen.append(text)
+        await asyncio.sleep(0.05)
+    return seen
+
+
+async def test_ask_see_sources_and_tokens_then_stop_cancels_the_generation(browser: Browser, stack: Stack) -> None:
+    page = await browser.new_page(viewport={"width": 1000, "height": 900})
+    await page.goto(stack.gateway_url + "/")
+    await page.fill("#query", stack.question)
+
+    # No max-tokens field on the page: answers run to the RAG default of 256 new tokens, unless the model ends
+    # one early (about one answer in four ends after ~16 tokens, before anyone could press Stop): ask again then.
+    for _ in range(6):
+        cancelled_before = await llm_metric(stack, CANCELLED_STREAMS)
+        await page.click("#ask")
+        await page.locator("#sources li").first.wait_for(timeout=30_000)
+        seen = await watch_it_grow(page)
+        if not seen:
+            continue
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        await page.click("#stop", force=True)  # a no-op when the answer ended just before: retried
+        await page.wait_for_function("document.getElementById('answer').dataset.state !== 'streaming'")
+        if await answer_state(page) == "stopped":
+            break
+    else:
+        raise AssertionError("every answer ended before Stop could be pressed")
+
+    sources = await page.locator("#sources li").all_inner_texts()
+    assert sources and all(f"{stack.author} · " in source for source in sources)
+    assert any("Continuous batching on a single A10G" in source for source in sources)
+    # The answer arrived token by token: ever longer prefixes of what was shown when Stop was pressed.
+    stopped = await page.locator("#answer").inner_text()
+    assert all(stopped.startswith(text) for text in seen) and len(seen) == 3
+
+    for _ in range(100):  # the cancellation travels page → gateway → RAG service → LLM service
+        if await llm_metric(stack, CANCELLED_STREAMS) > cancelled_before:
+            break
+        await asyncio.sleep(0.1)
+    assert await llm_metric(stack, CANCELLED_STREAMS) == cancelled_before + 1
+    assert await page.locator("#answer").inner_text() == stopped
+    assert await page.is_enabled("#ask") and not await page.is_enabled("#stop")
+    assert await page.is_hidden("#error")
