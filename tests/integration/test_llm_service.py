@@ -142,7 +142,7 @@ async def test_embedded_cancel_frees_the_slot_for_the_next_request():
         start = time.perf_counter()
         while llm.server.admission.in_flight:
             await asyncio.sleep(0.01)
-        assert time.perf_counter() - start < 0.5
+        assert time.perf_counter() - start < 3  # at the next token: generous, CI machines are shared
         assert (
             await llm.stub.Generate(
                 pb.GenerateRequest(prompt="Hi", parameters=pb.GenerationParameters(max_new_tokens=2))
