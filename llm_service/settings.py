@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     n_parallel: int = Field(default=4, ge=1, description="embedded: llama.cpp slots (continuous batching).")
     ctx_per_slot: int = Field(default=2048, ge=128, description="embedded: context per slot = max total tokens.")
     max_input_tokens: int = Field(default=1536, ge=16, description="embedded: longest prompt accepted, in tokens.")
-    n_threads: int = Field(default=2, ge=1, description="embedded: CPU threads for llama.cpp.")
+    n_threads: int = Field(
+        default=0,
+        ge=0,
+        description="embedded: llama.cpp CPU threads; 0: all cores but one (the embedder and gRPC loops need one).",
+    )
 
     tgi_url: str = Field(default="http://127.0.0.1:8080", description="tgi: base URL of the TGI server.")
     tgi_timeout_s: float = Field(default=120.0, description="tgi: connect and between-tokens timeout.")

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default="mmr", description="mmr (no extra model), cross-encoder, or none (vector order)."
     )
     cross_encoder_model: str = Field(default="", description="Path or id of a sentence-transformers cross-encoder.")
-    mmr_diversity: float = Field(default=0.3, ge=0, le=1, description="MMR weight of redundancy, 0..1.")
+    mmr_diversity: float = Field(default=0.1, ge=0, le=1, description="MMR weight of redundancy, 0..1.")
 
     # Augmentation and generation
     prompt_format: Literal["chat", "alpaca"] = Field(

@@ -45,7 +45,7 @@ class MmrReranker:
 
     name = "mmr"
 
-    def __init__(self, diversity: float = 0.3):
+    def __init__(self, diversity: float = 0.1):
         self.diversity = diversity
 
     async def rerank(
@@ -94,7 +94,7 @@ class CrossEncoderReranker:
         return [replace(c, score=float(s)) for c, s in ranked]
 
 
-def make_reranker(kind: str, model: str = "", diversity: float = 0.3) -> Reranker:
+def make_reranker(kind: str, model: str = "", diversity: float = 0.1) -> Reranker:
     """The configured reranker: "mmr" (default), "cross-encoder" (needs a model), or "none"."""
     if kind == "cross-encoder":
         if not model:

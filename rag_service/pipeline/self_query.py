@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import unicodedata
 
@@ -16,6 +17,11 @@ SYSTEM = (
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _POSSESSIVE = re.compile(r"['’]s\b")
+# Capitalized at the start of a question, never a name.
+_FUNCTION_WORDS = frozenset(
+    "what how why when where which who whom whose is are was were do does did can could should would will "
+    "tell explain describe compare list give show in on for according about the a an i".split()
+)
 
 
 def normalize(text: str) -> str:
@@ -52,9 +58,14 @@ def resolve_name(name: str, authors: list[Author], cutoff: float = 0.75) -> Auth
 
 
 def mentions_a_name(query: str) -> bool:
-    """Whether a capitalized word appears after the first one: a cheap gate before asking the LLM."""
-    words = query.split()
-    return any(w[:1].isupper() and w[1:2].islower() for w in words[1:])
+    """Whether the query holds a full name (two capitalized words in a row): a cheap gate before the LLM.
+
+    A lone capitalized word is more often a product (Qdrant, Python) than a person, and a lone first name
+    is either matched above already or not an author in the store.
+    """
+    words = [w.strip(".,;:!?()\"'’") for w in query.split()]
+    capitalized = [bool(w[:1].isupper() and w[1:].islower()) and w.lower() not in _FUNCTION_WORDS for w in words]
+    return any(a and b for a, b in itertools.pairwise(capitalized))
 
 
 async def extract_author(

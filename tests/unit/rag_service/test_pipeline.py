@@ -45,7 +45,8 @@ def test_a_name_from_the_llm_only_counts_when_it_is_an_author_in_the_store():
     assert resolve_name("Elena Vargas", AUTHORS) == AUTHORS[0]
     assert resolve_name("NONE", AUTHORS) is None
     assert resolve_name("Ada Lovelace", AUTHORS) is None
-    assert mentions_a_name("What does Ada think?") and not mentions_a_name("What is a KV cache?")
+    assert mentions_a_name("What does Ada Lovelace think?") and mentions_a_name("Ada Lovelace's view?")
+    assert not mentions_a_name("What is a KV cache?") and not mentions_a_name("Is Qdrant faster than Python?")
 
 
 def test_expansions_are_parsed_one_per_line_without_numbering_or_the_original():

@@ -1,0 +1,428 @@
+"""RAG service benchmark: embedding ceiling, Retrieve throughput and latency, and the RAG's time-to-first-token cost.
+
+Runs, in one go and on the same machine (the services as processes, this process the client):
+  (a) raw batched embedding: Embedder.embed of batches of 32 single queries in a loop, in this process:
+      queries/s, the ceiling of any Retrieve rate (each Retrieve embeds one query);
+  (b) Retrieve over gRPC at 1, 8 and 32 concurrent clients (each loops Retrieve for --duration seconds;
+      expansion off, self-query on with questions that take its fast path, MMR rerank), with the embedder's
+      cross-request batching ON and OFF (RAG_EMBEDDING_BATCHING), compared with (a) measured in this run;
+  (c) the RAG's own share of time to first token: TTFT of AnswerStream seen by the client (expansion and
+      self-query off) minus the LLM's TTFT for the same prompt, measured by calling the LLM service's
+      GenerateStream directly with that prompt (rebuilt from the context event with the service's own
+      template). With the echo backend (no token delay) the LLM's TTFT is ~0; with the embedded model it
+      is the prompt's prefill. The direct prompt's first letter is lowercased so that llama.cpp's prompt
+      cache cannot serve it from the RAG call that just ran (same length within a token; checked).
+
+    .venv/bin/python bench/rag_bench.py [--duration 5] [--levels 1,8,32] [--answers 40]
+        [--embedded-answers 8] [--llm-threads 1] [--skip-embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb  # noqa: E402
+from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc  # noqa: E402
+from llmtwin.rag.v1 import rag_service_pb2 as pb  # noqa: E402
+from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc  # noqa: E402
+from rag_service.convert import PB_TO_KIND  # noqa: E402
+from rag_service.documents import parse_jsonl  # noqa: E402
+from rag_service.ingest import ingest_via_service  # noqa: E402
+from rag_service.llm_client import Prompt  # noqa: E402
+from rag_service.pipeline.prompt import render  # noqa: E402
+from rag_service.pipeline.self_query import match_author, mentions_a_name  # noqa: E402
+from rag_service.types import Author, Chunk, ScoredChunk  # noqa: E402
+from tests.support.procs import free_port, start_module, wait_serving  # noqa: E402
+
+RAG_SERVICE = "llmtwin.rag.v1.RagService"
+LLM_SERVICE = "llmtwin.llm.v1.LlmService"
+BATCH = 32
+ANSWER_TOKENS = 4  # only the first token matters for (c)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+@dataclass
+class Service:
+    """A service process and its address."""
+
+    proc: subprocess.Popen[bytes]
+    target: str
+
+    def stop(self) -> None:
+        """SIGTERM (graceful shutdown), then wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn(module: str, env: dict[str, str], log: Path) -> Service:
+    """Starts `python -m module` (llm_service or rag_service) on a free port and waits until it is SERVING."""
+    port = free_port()
+    prefix, name = ("LLM", LLM_SERVICE) if module == "llm_service" else ("RAG", RAG_SERVICE)
+    proc = start_module(module, env | {f"{prefix}_PORT": str(port), f"{prefix}_METRICS_PORT": "0"}, log)
+    service = Service(proc, f"127.0.0.1:{port}")
+    try:
+        wait_serving(service.target, name, timeout=120)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def spawn_llm(backend: str, logs: Path, threads: int) -> Service:
+    """The LLM service: echo with no token delay, or the embedded model."""
+    env = {"LLM_BACKEND": backend, "LLM_ECHO_TOKEN_DELAY_S": "0", "LLM_MAX_CONCURRENT": "32"}
+    env |= {"LLM_MAX_QUEUED": "64", "LLM_LOG_LEVEL": "WARNING", "LLM_N_THREADS": str(threads)}
+    return spawn("llm_service", env, logs / f"rag-bench-llm-{backend}.log")
+
+
+def spawn_rag(llm: Service, store: str, batching: bool, logs: Path) -> Service:
+    """The RAG service on the embedded edge store at `store`, tracing off."""
+    env = {
+        "RAG_LLM_TARGET": llm.target,
+        "RAG_STORE_BACKEND": "edge",
+        "RAG_QDRANT_PATH": store,
+        "RAG_EMBEDDING_BATCHING": str(batching).lower(),
+        "RAG_TRACING": "false",
+        "RAG_LOG_LEVEL": "WARNING",
+        "OPIK_TRACK_DISABLE": "true",
+    }
+    return spawn("rag_service", env, logs / f"rag-bench-rag-{'on' if batching else 'off'}.log")
+
+
+def fast_path_queries(questions: list[dict[str, str]], authors: list[Author]) -> list[str]:
+    """Questions whose self-query resolves without the LLM (a name match, or no capitalized name at all)."""
+    return [
+        q["question"] for q in questions if match_author(q["question"], authors) or not mentions_a_name(q["question"])
+    ]
+
+
+# ---- (a) the embedding ceiling ---------------------------------------------------------------------
+
+
+async def raw_embedding_rate(queries: list[str], duration: float) -> float:
+    """Queries/s of Embedder.embed on batches of 32 single queries, one thread, no other load from us."""
+    from rag_service.embedding import Embedder
+
+    embedder = await Embedder.open(threads=1, batching=False, max_batch=BATCH)
+    try:
+        batches = [[queries[(i + j) % len(queries)] for j in range(BATCH)] for i in range(len(queries))]
+        for batch in batches[:3]:
+            await embedder.embed(batch)  # warm-up
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < duration:
+            await embedder.embed(batches[done // BATCH % len(batches)])
+            done += BATCH
+        return done / (time.perf_counter() - start)
+    finally:
+        await embedder.aclose()
+
+
+# ---- (b) Retrieve under concurrency ----------------------------------------------------------------
+
+
+@dataclass
+class Level:
+    """What one concurrency level measured."""
+
+    clients: int
+    requests: int
+    errors: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms: float
+    client_cpu_ms: float
+
+
+async def retrieve_level(rag: Service, queries: list[str], clients: int, duration: float) -> Level:
+    """`clients` loops of Retrieve for `duration` seconds on one shared channel."""
+    options = pb.RetrievalOptions(expand_queries=0, self_query=True, rerank=True)
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(rag.target) as channel:
+        stub = pb_grpc.RagServiceStub(channel)
+        for q in queries[:4]:  # warm-up
+            await stub.Retrieve(pb.RetrieveRequest(query=q, options=options))
+
+        async def client(c: int, end: float) -> None:
+            nonlocal errors
+            i = c * 7
+            while time.perf_counter() < end:
+                request = pb.RetrieveRequest(query=queries[i % len(queries)], options=options)
+                i += 1
+                t0 = time.perf_counter()
+                try:
+                    await stub.Retrieve(request, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        cpu0, own0 = cpu_seconds(rag.proc.pid), time.process_time()
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c, start + duration) for c in range(clients)))
+        wall = time.perf_counter() - start
+        cpu, own = cpu_seconds(rag.proc.pid) - cpu0, time.process_time() - own0
+    n = len(latencies)
+    return Level(
+        clients=clients,
+        requests=n,
+        errors=errors,
+        rate=n / wall,
+        p50_ms=1000 * percentile(latencies, 50),
+        p99_ms=1000 * percentile(latencies, 99),
+        server_cpu_ms=1000 * cpu / max(n, 1),
+        client_cpu_ms=1000 * own / max(n, 1),
+    )
+
+
+# ---- (c) time to first token -----------------------------------------------------------------------
+
+
+@dataclass
+class Ttft:
+    """One AnswerStream and the direct LLM call with the same prompt."""
+
+    answer_s: float  # client-side TTFT of AnswerStream
+    server_s: float  # the RAG final's time_to_first_token_s (as the RAG service saw it)
+    llm_s: float  # client-side TTFT of GenerateStream with the same prompt, straight to the LLM service
+    llm_reported_s: float  # the LLM final's own time_to_first_token_s
+    prompt_tokens: int
+    direct_prompt_tokens: int
+    steps: dict[str, float]
+
+
+def rebuilt_prompt_request(
+    query: str, context: pb.AnswerContext, parameters: llm_pb.GenerationParameters
+) -> llm_pb.GenerateRequest:
+    """The GenerateRequest the RAG sent, rebuilt from its context event, first letter lowercased (no cache hit)."""
+    hits = [
+        ScoredChunk(
+            Chunk(
+                d.document_id,
+                PB_TO_KIND[d.kind],
+                d.author_id,
+                d.author_full_name,
+                d.chunk_index,
+                d.content,
+                d.title,
+                d.link,
+            ),
+            d.vector_score,
+            d.score,
+        )
+        for d in context.documents
+    ]
+    author = Author(context.author.id, context.author.full_name) if context.HasField("author") else None
+    prompt = render(query, hits, author, "chat")
+    (role, system), *rest = prompt.messages
+    prompt = Prompt(messages=((role, system[0].lower() + system[1:]), *rest))
+    return prompt.to_request(parameters, "bench-direct")
+
+
+async def measure_ttft(rag: Service, llm: Service, queries: list[str], n: int, warmup: int) -> list[Ttft]:
+    """n sequential AnswerStreams (expansion and self-query off), each followed by the direct LLM call."""
+    options = pb.RetrievalOptions(expand_queries=0, self_query=False, rerank=True)
+    parameters = llm_pb.GenerationParameters(max_new_tokens=ANSWER_TOKENS, temperature=0)
+    out: list[Ttft] = []
+    async with (
+        grpc.aio.insecure_channel(rag.target) as rag_channel,
+        grpc.aio.insecure_channel(llm.target) as llm_channel,
+    ):
+        rag_stub, llm_stub = pb_grpc.RagServiceStub(rag_channel), llm_grpc.LlmServiceStub(llm_channel)
+        for i in range(n + warmup):
+            query = queries[i % len(queries)]
+            start, first, context, final = time.perf_counter(), 0.0, None, None
+            request = pb.AnswerRequest(query=query, options=options, parameters=parameters)
+            async for message in rag_stub.AnswerStream(request, timeout=60):
+                kind = message.WhichOneof("event")
+                if kind == "context":
+                    context = message.context
+                elif kind == "delta" and not first:
+                    first = time.perf_counter() - start
+                elif kind == "final":
+                    final = message.final
+            assert context is not None and final is not None
+            start, direct_first, direct_final = time.perf_counter(), 0.0, None
+            async for message in llm_stub.GenerateStream(
+                rebuilt_prompt_request(query, context, parameters), timeout=60
+            ):
+                if message.HasField("final"):
+                    direct_final = message.final
+                elif not direct_first:
+                    direct_first = time.perf_counter() - start
+            assert direct_final is not None
+            if i >= warmup:
+                out.append(
+                    Ttft(
+                        answer_s=first,
+                        server_s=final.time_to_first_token_s,
+                        llm_s=direct_first,
+                        llm_reported_s=direct_final.time_to_first_token_s,
+                        prompt_tokens=final.usage.prompt_tokens,
+                        direct_prompt_tokens=direct_final.usage.prompt_tokens,
+                        steps={t.step: t.seconds for t in final.timings},
+                    )
+                )
+    return out
+
+
+def print_ttft(name: str, results: list[Ttft]) -> None:
+    """One block of (c)."""
+    med = statistics.median
+    answer = [r.answer_s for r in results]
+    overhead = [r.answer_s - r.llm_s for r in results]
+    steps = {s: med([r.steps[s] for r in results if s in r.steps]) for s in ("embed", "search", "rerank", "prompt")}
+    print(
+        f"{name:<9} {len(results):>3} {1000 * med(answer):>8.1f} {1000 * percentile(answer, 99):>8.1f} "
+        f"{1000 * med([r.server_s for r in results]):>8.1f} {1000 * med([r.llm_s for r in results]):>8.1f} "
+        f"{1000 * med([r.llm_reported_s for r in results]):>8.1f} {1000 * med(overhead):>9.1f} "
+        f"{1000 * percentile(overhead, 99):>9.1f}   "
+        + " ".join(f"{k} {1000 * v:.1f}" for k, v in steps.items())
+        + f"   prompt {med([r.prompt_tokens for r in results]):.0f} tok "
+        f"(direct {statistics.fmean([r.direct_prompt_tokens - r.prompt_tokens for r in results]):+.1f})",
+        flush=True,
+    )
+
+
+TTFT_HEADER = (
+    f"{'llm':<9} {'n':>3} {'ans p50':>8} {'ans p99':>8} {'rag-seen':>8} {'llm p50':>8} {'llm own':>8} "
+    f"{'ovh p50':>9} {'ovh p99':>9}   RAG step p50s (ms)"
+)
+
+
+async def main() -> int:
+    """Runs (a), (b) and (c) and prints the tables."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per concurrency level")
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--answers", type=int, default=40, help="AnswerStreams measured with the echo LLM")
+    parser.add_argument("--embedded-answers", type=int, default=8, help="AnswerStreams with the embedded LLM")
+    parser.add_argument("--llm-threads", type=int, default=1, help="LLM_N_THREADS of the embedded LLM")
+    parser.add_argument("--skip-embedded", action="store_true")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    questions = [json.loads(line) for line in (ROOT / "data" / "questions.jsonl").read_text().splitlines() if line]
+    documents, _ = parse_jsonl((ROOT / "data" / "corpus.jsonl").read_text().splitlines())
+    authors = list({d.author_id: Author(d.author_id, d.author_full_name) for d in documents}.values())
+    queries = fast_path_queries(questions, authors)
+    all_queries = [q["question"] for q in questions]
+    began = time.perf_counter()
+
+    with ExitStack() as stack:
+        store = stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-bench-"))
+        llm = spawn_llm("echo", logs, 1)
+        stack.callback(llm.stop)
+        rag = spawn_rag(llm, store, True, logs)
+        stack.callback(rag.stop)
+        t0 = time.perf_counter()
+        report = await ingest_via_service(rag.target, documents, connect_timeout=10)
+        assert report is not None and not report.rejected
+        print(
+            f"corpus: {report.documents_written} documents, {report.chunks_written} chunks ingested over gRPC "
+            f"in {time.perf_counter() - t0:.1f} s; {len(queries)} of {len(all_queries)} questions take "
+            f"self-query's fast path (used for b)\n",
+            flush=True,
+        )
+
+        raw = await raw_embedding_rate(all_queries, args.duration)
+        print(f"(a) raw batched embedding (Embedder.embed, batches of {BATCH}, 1 thread): {raw:.0f} queries/s\n")
+
+        print("(b) Retrieve over gRPC: expansion off, self-query on (fast path), rerank mmr, top_k 3")
+        print(
+            f"{'batching':<9} {'clients':>7} {'requests':>8} {'err':>4} {'q/s':>7} {'vs raw':>7} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'srv cpu':>8} {'cli cpu':>8}\n{'':<51}{'(ms/q)':>8} {'(ms/q)':>8}",
+            flush=True,
+        )
+        results: dict[bool, dict[int, Level]] = {}
+        ttfts: dict[str, list[Ttft]] = {}
+        for batching in (True, False):
+            if not batching:
+                rag.stop()
+                rag = spawn_rag(llm, store, False, logs)
+                stack.callback(rag.stop)
+            results[batching] = {}
+            for clients in levels:
+                r = await retrieve_level(rag, queries, clients, args.duration)
+                results[batching][clients] = r
+                print(
+                    f"{'on' if batching else 'off':<9} {clients:>7} {r.requests:>8} {r.errors:>4} {r.rate:>7.1f} "
+                    f"{r.rate / raw:>6.2f}x {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.server_cpu_ms:>8.2f} "
+                    f"{r.client_cpu_ms:>8.2f}",
+                    flush=True,
+                )
+            if batching:  # (c) with the echo LLM, on the service as it runs by default
+                ttfts["echo"] = await measure_ttft(rag, llm, all_queries, args.answers, warmup=2)
+        rag.stop()
+        llm.stop()
+        if not args.skip_embedded:
+            llm = spawn_llm("embedded", logs, args.llm_threads)
+            stack.callback(llm.stop)
+            rag = spawn_rag(llm, store, True, logs)
+            stack.callback(rag.stop)
+            ttfts[f"embedded/{args.llm_threads}t"] = await measure_ttft(
+                rag, llm, all_queries, args.embedded_answers, warmup=1
+            )
+
+    print("\n(c) the RAG's share of time to first token (AnswerStream: expansion and self-query off, rerank mmr)")
+    print(TTFT_HEADER)
+    for name, measured in ttfts.items():
+        print_ttft(name, measured)
+    top = max(levels)
+    on, off = results[True][top], results[False][top]
+    print(
+        f"\nat {top} clients: batching on {on.rate:.0f} q/s = {on.rate / raw:.2f}x the raw rate (goal >= 0.7x), "
+        f"p99 {on.p99_ms:.0f} ms (goal <= 150 ms); batching off {off.rate:.0f} q/s = {off.rate / raw:.2f}x, "
+        f"p99 {off.p99_ms:.0f} ms.\nLittle's law: {top} requests always in flight at the raw rate alone mean "
+        f"{1000 * top / raw:.0f} ms per request on average; a p99 of 150 ms at {top} clients needs "
+        f">= {top / 0.150:.0f} q/s."
+        "\n(b): q/s counts completed Retrieves over the level's wall time; srv/cli cpu: CPU time of the RAG process"
+        "\n/ of this client process per request (both share the machine's 2 cores with the LLM and others)."
+        "\n(c): ans: client-side TTFT of AnswerStream; rag-seen: the RAG final's time_to_first_token_s; llm p50:"
+        "\nclient-side TTFT of GenerateStream sent straight to the LLM service with the same prompt; llm own: the"
+        "\nLLM final's time_to_first_token_s; ovh = ans - llm p50 per request: the RAG's share of the first token."
+        f"\nTotal {time.perf_counter() - began:.0f} s."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
