@@ -103,12 +103,10 @@ def request_from_proto(message: pb.GenerateRequest, settings: Settings, info: Mo
 
 def token_to_proto(token: Token, index: int) -> pb.GenerateStreamResponse:
     """A stream message carrying one token chunk."""
-    chunk = pb.TokenChunk(text=token.text, index=index)
-    if token.token_id is not None:
-        chunk.token_id = token.token_id
-    if token.logprob is not None:
-        chunk.logprob = token.logprob
-    return pb.GenerateStreamResponse(token=chunk)
+    # Hot path (once per token): one constructor call, optional fields passed only when present.
+    return pb.GenerateStreamResponse(
+        token=pb.TokenChunk(text=token.text, index=index, token_id=token.token_id, logprob=token.logprob)
+    )
 
 
 def result_to_proto(

@@ -53,4 +53,5 @@ def make_backend(settings: Settings) -> Backend:
         )
     from llm_service.backends.echo import EchoBackend
 
-    return EchoBackend(token_delay_s=settings.echo_token_delay_s)
+    # Benchmarks stream long runs through it: its total limit is not a model's.
+    return EchoBackend(token_delay_s=settings.echo_token_delay_s, max_total_tokens=1 << 20)
