@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.e2e.stack import Stack, metric_value
+from tests.support.browser import CHROMIUM, LAUNCH_ARGS
 from tests.support.procs import ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "artifacts" / "e2e_chat_page.png"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CANCELLED_STREAMS = 'llm_requests_total{code="CANCELLED",method="GenerateStream"}'
 
 pytestmark = [

@@ -10,20 +10,10 @@ import grpc
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from tests.support.browser import CHROMIUM, LAUNCH_ARGS
 from tests.support.fake_rag import Failure, FakeRag
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,

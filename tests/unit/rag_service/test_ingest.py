@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
@@ -17,19 +15,6 @@ from rag_service.embedding import Embedder
 from rag_service.ingest import Ingestor, ingest_lines, main, store_options_from_env
 from rag_service.store.edge import EdgeStore
 from rag_service.types import Document, Kind, SearchFilter
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """A fresh directory, on tmpfs where there is one: the engine fsyncs on create, index and close."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="rag-test-", dir=shm))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
 
 PARAGRAPH = (
     "Retrieval augmented generation grounds a language model in documents it has never seen. "

@@ -6,9 +6,7 @@ import asyncio
 import json
 import math
 import random
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +18,6 @@ from rag_service.store.client import ClientStore
 from rag_service.store.edge import EdgeStore
 from rag_service.types import Author, Chunk, Kind, SearchFilter
 from servekit.errors import Unavailable
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """A fresh directory, on tmpfs where there is one: the engine fsyncs on create, index and close."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="rag-test-", dir=shm))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def unit_vector(seed: int) -> list[float]:
