@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-LOGS = ROOT / "var" / "logs"
+LOGS = Path(os.environ.get("STACK_LOG_DIR", ROOT / "var" / "logs"))
 CORPUS = ROOT / "data" / "corpus.jsonl"
 NAMES = ("llm_service", "rag_service", "gateway")
 
@@ -87,7 +87,16 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
 def start(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Starts `python -m name`, logging to var/logs/name.log."""
     log = (LOGS / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", name], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log)
+    # A session of its own: Ctrl-C in the terminal reaches only this script, which then stops the services
+    # one by one with a single SIGTERM each (gateway first), instead of every process at once.
+    return subprocess.Popen(
+        [sys.executable, "-m", name],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
 
 
 def main() -> int:
