@@ -188,3 +188,42 @@ async def test_deadline_passes_through_to_the_llm_service(embedder):
         produced = backend.produced
         await asyncio.sleep(0.2)
         assert backend.produced == produced < 60
+
+
+async def test_pre_retrieval_steps_fall_back_when_the_llm_is_down_or_slow(embedder):
+    options = pb.RetrievalOptions(expand_queries=2, top_k=3)
+    query = "What does Ada Lovelace think about KV caches?"  # a full name no author has: asks the LLM
+    async with running_rag(f"127.0.0.1:{free_port()}", embedder) as rag:
+        await rag.ingest(SUBSET[::9])
+        down = await rag.stub.Retrieve(pb.RetrieveRequest(query=query, options=options))
+        assert list(down.context.expanded_queries) == [query] and not down.context.HasField("author")
+        assert down.context.documents
+    slow = EchoBackend(token_delay_s=0.05)  # 80 tokens of expansion would take 4 s
+    async with (
+        running_llm(slow) as llm,
+        running_rag(llm.target, embedder, expand_timeout_s=0.3, self_query_timeout_s=0.3) as rag,
+    ):
+        await rag.ingest(SUBSET[::9])
+        response = await rag.stub.Retrieve(pb.RetrieveRequest(query=query, options=options))
+        timings = {t.step: t.seconds for t in response.timings}
+        assert list(response.context.expanded_queries) == [query] and response.context.documents
+        assert timings["expand"] < 1 and timings["self_query"] < 1
+
+
+async def test_answers_are_unchanged_when_opik_is_down(embedder, monkeypatch):
+    from rag_service.tracing import OpikTracer
+
+    monkeypatch.setenv("OPIK_URL_OVERRIDE", f"http://127.0.0.1:{free_port()}/api")  # nothing listens there
+    monkeypatch.setenv("OPIK_API_KEY", "test-key")
+    monkeypatch.setenv("OPIK_WORKSPACE", "default")
+    monkeypatch.setenv("OPIK_DEFAULT_FLUSH_TIMEOUT", "1")
+    monkeypatch.delenv("OPIK_TRACK_DISABLE", raising=False)
+    tracer = OpikTracer("rag-tests", sample_rate=1.0, buffer_size=4, flush_timeout_s=0.5)
+    async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder, tracer=tracer) as rag:
+        await rag.ingest(SUBSET[::9])
+        request = pb.AnswerRequest(
+            query="What is a KV cache?", parameters=llm_pb.GenerationParameters(max_new_tokens=8)
+        )
+        answers = [await rag.stub.Answer(request, timeout=10) for _ in range(8)]  # more than the buffer holds
+        assert all(a.final.usage.completion_tokens == 8 and a.final.trace_id for a in answers)
+        assert len({a.final.answer for a in answers}) == 1
