@@ -6,22 +6,25 @@ import asyncio
 import importlib.util
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument
 from llm_service.stops import StopMatcher
-from llm_service.types import Completion, FinishReason, GenerationInput, ModelInfo, Request, Token
+from llm_service.types import Completion, FinishReason, GenerationInput, Message, ModelInfo, Request, Token
 
 log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DONE = object()
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def packaged_model_path() -> Path:
@@ -70,6 +73,10 @@ class EmbeddedBackend:
         self._http: httpx.AsyncClient | None = None
         # One thread per slot, plus headroom so a finishing call never delays a new one.
         self._pool = ThreadPoolExecutor(max_workers=n_parallel * 2, thread_name_prefix="llama")
+        # A prompt is typically counted by the caller (budgeting), counted again (limits) and rendered for
+        # generation: small caches make that one template call and one tokenize call.
+        self._rendered: OrderedDict[tuple[Message, ...], str] = OrderedDict()
+        self._counts: OrderedDict[str, int] = OrderedDict()
 
     async def start(self) -> None:
         """Loads the model (off the event loop)."""
@@ -117,20 +124,24 @@ class EmbeddedBackend:
         if input.prompt is not None:
             return input.prompt
         assert self._http is not None and input.messages is not None
+        if (cached := self._rendered.get(input.messages)) is not None:
+            return cached
         messages = [{"role": m.role, "content": m.content} for m in input.messages]
         response = await self._http.post("/apply-template", json={"messages": messages})
         if response.status_code != 200:
             raise InvalidArgument({"messages": _error_message(response)})
-        return str(response.json()["prompt"])
+        return _remember(self._rendered, input.messages, str(response.json()["prompt"]))
 
     async def count_tokens(self, input: GenerationInput) -> int:
         """Tokens of the rendered prompt, special tokens included."""
         assert self._http is not None
         prompt = await self.render(input)
+        if (cached := self._counts.get(prompt)) is not None:
+            return cached
         response = await self._http.post("/tokenize", json={"content": prompt, "add_special": True})
         if response.status_code != 200:
             raise BackendError(f"tokenize failed: {_error_message(response)}")
-        return len(response.json()["tokens"])
+        return _remember(self._counts, prompt, len(response.json()["tokens"]))
 
     async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Streams tokens from llama.cpp; closing the iterator stops the generation at the next token."""
@@ -221,6 +232,13 @@ class EmbeddedBackend:
 
 
 _FINISH = {"length": FinishReason.LENGTH, "stop": FinishReason.END_OF_SEQUENCE}
+
+
+def _remember(cache: OrderedDict[K, V], key: K, value: V, size: int = 64) -> V:
+    cache[key] = value
+    if len(cache) > size:
+        cache.popitem(last=False)
+    return value
 
 
 def _release(server: Any) -> None:
