@@ -57,8 +57,12 @@ test-fast: install
 up: install
 	$(PY) -m scripts.up
 
+# Benchmarks print their figures (about 8 minutes in all on 2 cores); see the README and docs/evaluation.md.
 bench: install
-	$(PY) bench/llm_bench.py
+	$(PY) bench/llm_bench.py --tokens 20000
+	$(PY) bench/store_bench.py
+	$(PY) bench/rag_bench.py
+	$(PY) bench/rag_eval.py
 
 clean:
 	rm -rf $(VENV) var
