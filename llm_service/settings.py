@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,12 +45,19 @@ class Settings(BaseSettings):
 
     tgi_url: str = Field(default="http://127.0.0.1:8080", description="tgi: base URL of the TGI server.")
     tgi_timeout_s: float = Field(default=120.0, description="tgi: connect and between-tokens timeout.")
+    tgi_token: SecretStr | None = Field(
+        default=None, description="tgi: bearer token (Hugging Face Inference Endpoints, a gateway in front)."
+    )
 
     sagemaker_endpoint_name: str = Field(default="", description="sagemaker: endpoint name.")
     sagemaker_inference_component: str = Field(default="", description="sagemaker: inference component, if any.")
     sagemaker_region: str = Field(default="", description="sagemaker: AWS region (default: boto3's own lookup).")
     sagemaker_endpoint_url: str = Field(default="", description="sagemaker: runtime URL override (VPC endpoints).")
     sagemaker_tokenizer_path: str = Field(default="", description="sagemaker: tokenizer.json for exact CountTokens.")
+    sagemaker_check_status: bool = Field(
+        default=True, description="sagemaker: health = DescribeEndpoint says InService (needs that IAM permission)."
+    )
+    sagemaker_timeout_s: float = Field(default=60.0, description="sagemaker: connect and read timeout.")
     remote_max_input_tokens: int = Field(default=2048, description="tgi/sagemaker: prompt limit (TGI /info wins).")
     remote_max_total_tokens: int = Field(default=4096, description="tgi/sagemaker: total limit (TGI /info wins).")
 

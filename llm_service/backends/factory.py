@@ -37,6 +37,9 @@ def make_backend(settings: Settings) -> Backend:
             max_input_tokens=settings.remote_max_input_tokens,
             max_total_tokens=settings.remote_max_total_tokens,
             timeout_s=settings.tgi_timeout_s,
+            headers={"Authorization": f"Bearer {settings.tgi_token.get_secret_value()}"}
+            if settings.tgi_token
+            else None,
         )
     if settings.backend == "sagemaker":
         from llm_service.backends.sagemaker import SageMakerBackend
@@ -50,6 +53,8 @@ def make_backend(settings: Settings) -> Backend:
             max_input_tokens=settings.remote_max_input_tokens,
             max_total_tokens=settings.remote_max_total_tokens,
             tokenizer_path=settings.sagemaker_tokenizer_path or None,
+            check_endpoint_status=settings.sagemaker_check_status,
+            timeout_s=settings.sagemaker_timeout_s,
         )
     from llm_service.backends.echo import EchoBackend
 

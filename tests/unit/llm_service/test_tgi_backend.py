@@ -231,3 +231,18 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+async def test_the_llm_service_settings_configure_the_tgi_backend(tgi: FakeTgi) -> None:
+    from llm_service.backends.factory import make_backend
+    from llm_service.settings import Settings
+
+    backend = make_backend(Settings(backend="tgi", tgi_url=tgi.url, tgi_token="hf_secret", tgi_timeout_s=5))
+    assert isinstance(backend, TgiBackend)
+    await backend.start()
+    try:
+        await collect(backend, request(max_new_tokens=3))
+    finally:
+        await backend.aclose()
+    assert tgi.headers[-1]["authorization"] == "Bearer hf_secret"
+    assert "hf_secret" not in repr(Settings(tgi_token="hf_secret"))
