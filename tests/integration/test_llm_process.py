@@ -26,7 +26,11 @@ def test_reflection_only_client_lists_describes_and_streams_then_sigterm_stops_c
         described = grpcurl(target, "describe", "llmtwin.llm.v1.LlmService").stdout
         assert "rpc GenerateStream ( .llmtwin.llm.v1.GenerateRequest ) returns ( stream" in described
 
-        request = {"prompt": "Hello, my name is", "parameters": {"max_new_tokens": 6}, "request_id": "grpcurl-1"}
+        request = {
+            "prompt": "Hello, my name is",
+            "parameters": {"max_new_tokens": 6, "temperature": 0},
+            "request_id": "grpcurl-1",
+        }
         out = grpcurl(target, "llmtwin.llm.v1.LlmService/GenerateStream", data=request)
         assert out.returncode == 0, out.stderr
         messages = json_stream(out.stdout)
