@@ -75,6 +75,8 @@ class EmbeddedBackend:
         self._pool = ThreadPoolExecutor(max_workers=n_parallel * 2, thread_name_prefix="llama")
         # A prompt is typically counted by the caller (budgeting), counted again (limits) and rendered for
         # generation: small caches make that one template call and one tokenize call.
+        self._running: set[asyncio.Future[None]] = set()
+        self._closing = threading.Event()
         self._rendered: OrderedDict[tuple[Message, ...], str] = OrderedDict()
         self._counts: OrderedDict[str, int] = OrderedDict()
 
@@ -170,7 +172,7 @@ class EmbeddedBackend:
         stop = threading.Event()
 
         def on_chunk(chunk: Any) -> bool:
-            if stop.is_set():
+            if stop.is_set() or self._closing.is_set():
                 return True
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return False
@@ -184,6 +186,8 @@ class EmbeddedBackend:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         future = loop.run_in_executor(self._pool, run)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
         matcher = StopMatcher(p.stop_sequences)
         text: list[str] = []
         finish = FinishReason.UNSPECIFIED
@@ -222,12 +226,17 @@ class EmbeddedBackend:
             await asyncio.shield(future)
 
     async def aclose(self) -> None:
-        """Stops llama.cpp and frees the model."""
+        """Stops every generation, then frees the model off the event loop."""
+        self._closing.set()  # every callback now tells llama.cpp to stop
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=30)
         if self._http is not None:
             await self._http.aclose()
-        server, self._server = self._server, None
-        if server is not None:
-            await asyncio.to_thread(_release, server)
+        # The destructor joins llama.cpp's threads. Run it on a worker thread, and only once no generation is
+        # left: a destructor holding the GIL while llama.cpp's loop calls back into Python would deadlock.
+        holder, self._server = [self._server], None
+        if holder[0] is not None:
+            await asyncio.to_thread(holder.clear)
         self._pool.shutdown(wait=False)
 
 
@@ -239,10 +248,6 @@ def _remember(cache: OrderedDict[K, V], key: K, value: V, size: int = 64) -> V:
     if len(cache) > size:
         cache.popitem(last=False)
     return value
-
-
-def _release(server: Any) -> None:
-    del server  # the destructor joins llama.cpp's threads: keep it off the event loop
 
 
 def _token(text: str, logprobs: dict[str, Any] | None) -> Token:

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_service.backends.echo import EchoBackend
 from llmtwin.llm.v1 import llm_service_pb2 as pb
 from servekit.errors import error_reason, field_violations
-from tests.support.llm import running_llm
+from tests.support.llm import running_llm, stopped_producing
 
 USER = pb.ROLE_USER
 
@@ -131,11 +131,7 @@ async def test_client_cancel_stops_the_backend_promptly():
         for _ in range(5):
             await call.read()
         call.cancel()
-        await asyncio.sleep(0.1)
-        produced = backend.produced
-        await asyncio.sleep(0.2)
-        assert backend.produced == produced < 100
-        assert llm.server.admission.in_flight == 0
+        assert await stopped_producing(backend, llm.server.admission) < 400  # of 2000, 5 ms apart
 
 
 async def test_embedded_cancel_frees_the_slot_for_the_next_request():
@@ -163,10 +159,7 @@ async def test_deadline_stops_generation_and_reports_deadline_exceeded():
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await llm.stub.Generate(request, timeout=0.2)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        await asyncio.sleep(0.1)
-        produced = backend.produced
-        await asyncio.sleep(0.2)
-        assert backend.produced == produced < 60
+        assert await stopped_producing(backend, llm.server.admission) < 200  # of 1000, 10 ms apart
 
 
 async def test_requests_beyond_the_admission_limit_are_refused_at_once():
@@ -180,7 +173,7 @@ async def test_requests_beyond_the_admission_limit_are_refused_at_once():
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await llm.stub.Generate(long)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert time.perf_counter() - start < 0.1
+        assert time.perf_counter() - start < 0.25  # refused at once, not after the 0.3 s queue timeout
         with pytest.raises(grpc.aio.AioRpcError) as waited:
             await queued  # queued behind a 2 s stream, it gives up after queue_timeout_s
         assert waited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,9 +10,11 @@ from dataclasses import dataclass
 import grpc
 
 from llm_service.backends.base import Backend
+from llm_service.backends.echo import EchoBackend
 from llm_service.server import LlmServer
 from llm_service.settings import Settings
 from llmtwin.llm.v1 import llm_service_pb2_grpc
+from servekit.admission import Admission
 
 
 @dataclass
@@ -43,3 +46,15 @@ async def running_llm(backend: Backend | None = None, **overrides: object) -> As
     finally:
         await channel.close()
         await server.stop()
+
+
+async def stopped_producing(backend: EchoBackend, *admissions: Admission, timeout: float = 5.0) -> int:
+    """Waits until no generation holds a slot, checks the backend then produces nothing more; its token count."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(a.in_flight for a in admissions):
+        assert asyncio.get_running_loop().time() < deadline, "the generation did not stop"
+        await asyncio.sleep(0.01)
+    produced = backend.produced
+    await asyncio.sleep(0.2)
+    assert backend.produced == produced, "tokens were still produced after the generation was released"
+    return produced

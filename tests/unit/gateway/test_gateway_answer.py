@@ -200,6 +200,7 @@ async def test_a_failure_after_the_stream_started_is_an_error_event(base_url: st
 
 async def test_closing_the_stream_cancels_the_rag_call_promptly(base_url: str, fake: FakeRag) -> None:
     fake.delay_s = 0.05
+    fake.answer = " ".join(f"word{i}" for i in range(200))  # 10 s: still streaming when the client leaves
     async with httpx.AsyncClient(base_url=base_url) as http:
         async with http.stream("POST", "/v1/answer/stream", json=QUESTION) as response:
             async for name, _ in sse_events(response):
@@ -208,7 +209,7 @@ async def test_closing_the_stream_cancels_the_rag_call_promptly(base_url: str, f
         closed_at = time.monotonic()
 
         await asyncio.wait_for(fake.cancelled.wait(), timeout=2)
-        assert fake.cancelled_at is not None and fake.cancelled_at - closed_at < 0.5
+        assert fake.cancelled_at is not None and fake.cancelled_at - closed_at < 1.5  # ~1 ms when idle
         assert fake.completed == 0 and fake.deltas_sent < len(fake.pieces())
         metrics = (await http.get("/metrics")).text
     assert "gateway_streams_in_flight 0.0" in metrics

@@ -36,8 +36,9 @@ FIRST_CONTENT_OBSERVER = """
 
 @pytest.fixture
 def fake() -> FakeRag:
-    """A fake answering 60 words at ~50 ms each: long enough to watch it grow and stop it."""
-    return FakeRag(answer=" ".join(f"word{i}" for i in range(60)), delay_s=0.05)
+    """A fake answering 400 words at ~50 ms each (20 s): it is still streaming when Stop is pressed, even on a
+    loaded machine where the page's steps take seconds."""
+    return FakeRag(answer=" ".join(f"word{i}" for i in range(400)), delay_s=0.05)
 
 
 @pytest.fixture
