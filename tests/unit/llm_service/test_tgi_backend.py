@@ -189,7 +189,7 @@ async def test_cancel_closes_the_stream_and_tgi_stops_generating(backend: TgiBac
     await _until(lambda: tgi.active == 0)
     stopped_at = tgi.produced
     await asyncio.sleep(0.15)
-    assert tgi.produced == stopped_at < 10
+    assert tgi.produced == stopped_at < 25  # of 40
 
 
 async def test_cancelled_consumer_task_stops_tgi(backend: TgiBackend, tgi: FakeTgi) -> None:
@@ -205,7 +205,7 @@ async def test_cancelled_consumer_task_stops_tgi(backend: TgiBackend, tgi: FakeT
     with pytest.raises(asyncio.CancelledError):
         await task
     await _until(lambda: tgi.active == 0)
-    assert tgi.produced < 10
+    assert tgi.produced < 25  # of 40
 
 
 async def test_server_down_is_backend_unavailable() -> None:

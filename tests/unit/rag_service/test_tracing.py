@@ -232,12 +232,12 @@ def test_slow_opik_never_blocks_submit_and_a_burst_beyond_the_buffer_is_dropped(
             tracer.submit(rec)
             took.append(time.perf_counter() - t0)
 
-        assert max(took) < 0.005, f"slowest submit {max(took) * 1e3:.2f} ms"
+        assert max(took) < 0.05, f"slowest submit {max(took) * 1e3:.2f} ms"  # a GIL switch, never I/O
         assert statistics.median(took) < 0.001
         assert tracer.dropped >= 49 - 5  # all but what the buffer holds
         t0 = time.perf_counter()
         tracer.close()
-        assert time.perf_counter() - t0 < 0.5 + 0.3
+        assert time.perf_counter() - t0 < 2.0  # bounded: the SDK's own timeouts are 20 s and more
         assert wait_until(lambda: tracer.sent + tracer.failed + tracer.dropped == 50, 2.0), tracer.stats()
         assert tracer.sent == 0
 
@@ -259,8 +259,8 @@ def test_opik_down_submit_never_blocks_failures_are_counted_and_close_is_bounded
     tracer.close()
     closed_in = time.perf_counter() - t0
 
-    assert max(took) < 0.005, f"slowest submit {max(took) * 1e3:.2f} ms"
-    assert closed_in < 0.5 + 0.3
+    assert max(took) < 0.05, f"slowest submit {max(took) * 1e3:.2f} ms"  # a GIL switch, never I/O
+    assert closed_in < 2.0  # bounded: the SDK's own timeouts are 20 s and more
     assert tracer.dropped >= 30 - 4 - 1
     assert tracer.sent == 0
     tracer.submit(recorded_answer("after-close"))  # neither raises nor blocks once closed
