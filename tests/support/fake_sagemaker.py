@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.fake_tgi import FakeTgi, ServerThread
+from tests.support.fake_tgi import FakeTgi, LoopbackApp
 
 ACCOUNT = "123456789012"
 
@@ -54,12 +54,10 @@ def stream_exception(exception_type: str, message: str, error_code: str = "") ->
     return event_message(headers, json.dumps(body).encode())
 
 
-class FakeSageMaker:
+class FakeSageMaker(LoopbackApp):
     """A fake SageMaker endpoint fronting a FakeTgi model; set the public attributes (knobs) before a call."""
 
     def __init__(self) -> None:
-        self.url = ""
-        self._server: ServerThread | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -85,17 +83,6 @@ class FakeSageMaker:
                 Route("/", self._control_plane, methods=["POST"]),
             ]
         )
-
-    def start(self) -> str:
-        """Serve on a free loopback port; returns the endpoint URL for boto3."""
-        self._server = ServerThread(self.app())
-        self.url = f"http://127.0.0.1:{self._server.start()}"
-        return self.url
-
-    def stop(self) -> None:
-        """Stop the server."""
-        if self._server is not None:
-            self._server.stop()
 
     async def _invoke_stream(self, request: Request) -> Response:
         name = request.path_params["name"]

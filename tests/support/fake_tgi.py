@@ -65,12 +65,32 @@ class ServerThread:
         self._thread.join(timeout=10)
 
 
-class FakeTgi:
+class LoopbackApp:
+    """A Starlette app (built by `app()`) served on a free loopback port by a ServerThread."""
+
+    url = ""
+    _server: ServerThread | None = None
+
+    def app(self) -> Starlette:
+        """The app to serve."""
+        raise NotImplementedError
+
+    def start(self) -> str:
+        """Serve on a free loopback port; returns the base URL."""
+        self._server = ServerThread(self.app())
+        self.url = f"http://127.0.0.1:{self._server.start()}"
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.stop()
+
+
+class FakeTgi(LoopbackApp):
     """A fake TGI model and server; set the public attributes (knobs) before a request."""
 
     def __init__(self) -> None:
-        self.url = ""
-        self._server: ServerThread | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -201,17 +221,6 @@ class FakeTgi:
                 Route("/v1/chat/completions", self._generate, methods=["POST"]),
             ]
         )
-
-    def start(self) -> str:
-        """Serve on a free loopback port; returns the base URL."""
-        self._server = ServerThread(self.app())
-        self.url = f"http://127.0.0.1:{self._server.start()}"
-        return self.url
-
-    def stop(self) -> None:
-        """Stop the server."""
-        if self._server is not None:
-            self._server.stop()
 
     async def _info(self, request: Request) -> Response:
         return JSONResponse(
