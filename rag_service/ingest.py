@@ -130,7 +130,8 @@ async def ingest_via_service(
 
     async with grpc.aio.insecure_channel(target) as channel:
         try:
-            await asyncio.wait_for(channel.channel_ready(), connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                await channel.channel_ready()
         except TimeoutError:
             return None
         response = await pb_grpc.RagServiceStub(channel).IngestDocuments(requests())

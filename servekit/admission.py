@@ -35,7 +35,10 @@ class Admission:
                 )
             self.waiting += 1
             try:
-                await asyncio.wait_for(self._slots.acquire(), self._timeout)
+                # Not wait_for: on 3.11 it can swallow a cancel that races the acquire, and the cancelled
+                # caller would then run its whole generation.
+                async with asyncio.timeout(self._timeout):
+                    await self._slots.acquire()
             except TimeoutError:
                 raise Overloaded(f"server busy: no slot within {self._timeout:g} s; retry later") from None
             finally:

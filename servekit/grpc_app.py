@@ -105,7 +105,10 @@ async def watch_health(app: GrpcApp, check: object, interval_s: float) -> None:
     last: bool | None = None
     while True:
         try:
-            ok = bool(await asyncio.wait_for(check(), timeout=max(interval_s, 1.0)))  # type: ignore[operator]
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives as the
+            # check completes, and stop() then waits forever for this task.
+            async with asyncio.timeout(max(interval_s, 1.0)):
+                ok = bool(await check())  # type: ignore[operator]
         except Exception:
             ok = False
         if ok != last:
