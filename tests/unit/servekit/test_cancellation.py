@@ -34,16 +34,16 @@ async def test_a_waiter_cancelled_as_its_slot_frees_does_not_keep_the_slot():
         holder_entered = asyncio.Event()
         release = asyncio.Event()
 
-        async def hold() -> None:
+        async def hold(entered: asyncio.Event, release: asyncio.Event) -> None:
             async with admission.slot():
-                holder_entered.set()
+                entered.set()
                 await release.wait()
 
         async def wait() -> None:
             async with admission.slot():
                 await asyncio.sleep(3600)
 
-        holder = asyncio.create_task(hold())
+        holder = asyncio.create_task(hold(holder_entered, release))
         await holder_entered.wait()
         waiter = asyncio.create_task(wait())
         await asyncio.sleep(0)
