@@ -9,6 +9,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import Settings
 from servekit.logs import configure_logging
+from servekit.tls import ServerTls
 
 
 def main() -> None:
@@ -26,6 +27,7 @@ def main() -> None:
         log_config=None,  # keep the JSON logging configured above
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
+        **ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file).uvicorn_options(),
     )
 
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import grpc
 from fastapi import FastAPI
 from fastapi.middleware import Middleware
 from fastapi.responses import FileResponse
@@ -16,10 +15,13 @@ from starlette.middleware.cors import CORSMiddleware
 
 from gateway import errors
 from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestIdMiddleware
+from gateway.middleware import REQUEST_ID_HEADER, BearerAuthMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from gateway.routes import answer, health, openai_compat
 from gateway.settings import Settings
 from llmtwin.rag.v1 import rag_service_pb2_grpc
+from servekit.auth import BearerTokens, client_interceptors
+from servekit.channels import client_channel
+from servekit.tls import ClientTls
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -28,10 +30,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway for these settings; the lifespan opens and closes the channel to the RAG service."""
     settings = settings or Settings()
     metrics = Metrics()
+    rag_tls = ClientTls(
+        settings.rag_tls,
+        settings.rag_tls_ca_file,
+        settings.rag_tls_cert_file,
+        settings.rag_tls_key_file,
+        settings.rag_tls_server_name,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(settings.rag_target)
+        # Round robin over every RAG replica the target resolves to, UNAVAILABLE retried before a stream starts.
+        channel = client_channel(
+            settings.rag_target, tls=rag_tls, interceptors=client_interceptors(settings.rag_auth_token)
+        )
         app.state.rag_channel = channel
         app.state.rag_stub = rag_service_pb2_grpc.RagServiceStub(channel)
         app.state.health_stub = health_pb2_grpc.HealthStub(channel)
@@ -53,6 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["content-type", "authorization", REQUEST_ID_HEADER],
                 expose_headers=[REQUEST_ID_HEADER],
+            )
+        )
+    # Inside CORS so that preflights pass and refusals carry CORS headers; before the body is read.
+    if settings.auth_tokens:
+        middleware.append(
+            Middleware(
+                BearerAuthMiddleware, tokens=BearerTokens(settings.auth_tokens), open_health=settings.auth_open_health
             )
         )
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))

@@ -6,14 +6,30 @@ service validates the meaning of every field and its errors come back as 422s wi
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
+from fastapi.exceptions import RequestValidationError
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 
+
+def encodable(value: str) -> str:
+    """The string, or ValueError when it has no UTF-8 form (what protobuf needs)."""
+    # JSON can escape an unpaired surrogate ("\ud800"); such a string has no UTF-8 form for protobuf.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no unpaired surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(encodable)]
+# The contract's floats are 32-bit: finite and within float32's range (no valid value comes near its edge).
+Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-3.4e38, le=3.4e38)]
 UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 Kind = Literal["article", "post", "repository"]
@@ -33,7 +49,7 @@ class RetrievalOptions(_Strict):
     expand_queries: UInt32 | None = None
     self_query: bool | None = None
     rerank: bool | None = None
-    author: str = ""
+    author: Text = ""
     kinds: list[Kind] = Field(default_factory=list)
 
 
@@ -41,18 +57,18 @@ class GenerationParameters(_Strict):
     """Sampling and stopping parameters (llmtwin.llm.v1.GenerationParameters)."""
 
     max_new_tokens: UInt32 | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: Float32 | None = None
+    top_p: Float32 | None = None
     top_k: UInt32 | None = None
-    repetition_penalty: float | None = None
-    stop_sequences: list[str] = Field(default_factory=list)
+    repetition_penalty: Float32 | None = None
+    stop_sequences: list[Text] = Field(default_factory=list)
     seed: UInt64 | None = None
 
 
 class AnswerRequest(_Strict):
     """A question to answer (AnswerRequest)."""
 
-    query: str
+    query: Text
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
     request_id: str = Field(default="", pattern=r"^$|" + REQUEST_ID_PATTERN)
@@ -129,7 +145,13 @@ def answer_request_to_proto(request: AnswerRequest, request_id: str) -> rag_pb2.
     data = request.model_dump(exclude_none=True)
     data["options"]["kinds"] = [f"CONTENT_KIND_{kind.upper()}" for kind in request.options.kinds]
     data["request_id"] = request_id
-    return json_format.ParseDict(data, rag_pb2.AnswerRequest())
+    try:
+        return json_format.ParseDict(data, rag_pb2.AnswerRequest())
+    except json_format.ParseError as error:
+        # The models above should let nothing untranslatable through; if one does, it is still the caller's 422.
+        path = re.search(r" at AnswerRequest\.([\w.\[\]]+)", str(error))
+        loc = ("body", *(path.group(1).split(".") if path else ()))
+        raise RequestValidationError([{"loc": loc, "msg": str(error), "type": "value_error"}]) from error
 
 
 def context_from_proto(context: rag_pb2.AnswerContext) -> AnswerContext:

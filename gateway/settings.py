@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -25,7 +25,24 @@ class Settings(BaseSettings):
     model_name: str = Field(default="llm-twin", description="Model name shown by the OpenAI-compatible API.")
     log_level: str = Field(default="info", description="uvicorn log level.")
 
-    @field_validator("cors_origins", mode="before")
+    # Security (README "Security"): TLS and bearer tokens, both off by default for the loopback stack
+    tls_cert_file: str = Field(default="", description="PEM certificate chain; set with tls_key_file to serve HTTPS.")
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: str = Field(
+        default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
+    )
+    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer tokens for /v1/* and /metrics; empty: no auth."
+    )
+    auth_open_health: bool = Field(default=True, description="/healthz and /readyz answer without a token.")
+    rag_tls: bool = Field(default=False, description="Dial the RAG service over TLS (on when rag_tls_ca_file is set).")
+    rag_tls_ca_file: str = Field(default="", description="PEM CA that signed the RAG service's certificate.")
+    rag_tls_cert_file: str = Field(default="", description="PEM client certificate for mTLS to the RAG service.")
+    rag_tls_key_file: str = Field(default="", description="PEM private key of rag_tls_cert_file.")
+    rag_tls_server_name: str = Field(default="", description="Name to verify in the RAG service's certificate.")
+    rag_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the RAG service.")
+
+    @field_validator("cors_origins", "auth_tokens", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         # An env var is one string; a comma list reads better there than JSON.

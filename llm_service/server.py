@@ -9,12 +9,15 @@ import logging
 from llm_service import metrics
 from llm_service.backends.base import Backend
 from llm_service.backends.factory import make_backend
+from llm_service.errors import DOMAIN
 from llm_service.generation import Generator
 from llm_service.servicer import LlmServicer
 from llm_service.settings import Settings
 from llmtwin.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from servekit.admission import Admission
+from servekit.auth import server_interceptors
 from servekit.grpc_app import GrpcApp, watch_health
+from servekit.tls import ServerTls
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = llm_service_pb2.DESCRIPTOR.services_by_name["LlmService"].full_name
@@ -29,15 +32,31 @@ class LlmServer:
         self.admission = Admission(settings.max_concurrent, settings.max_queued, settings.queue_timeout_s)
         metrics.IN_FLIGHT.set_function(lambda: self.admission.in_flight)
         metrics.QUEUED.set_function(lambda: self.admission.waiting)
-        self.app = GrpcApp(SERVICE_NAME)
+        self.tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        auth = server_interceptors(
+            settings.auth_tokens,
+            DOMAIN,
+            open_health=settings.auth_open_health,
+            open_reflection=settings.auth_open_reflection,
+        )
+        self.app = GrpcApp(SERVICE_NAME, interceptors=auth)
         servicer = LlmServicer(Generator(self.backend, self.admission), settings)
         llm_service_pb2_grpc.add_LlmServiceServicer_to_server(servicer, self.app.server)
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Listens first (health answers NOT_SERVING while loading), then loads the backend."""
-        port = await self.app.start(self.settings.host, self.settings.port)
-        log.info("listening", extra={"address": f"{self.settings.host}:{port}", "backend": self.settings.backend})
+        credentials = await asyncio.to_thread(self.tls.grpc_credentials)
+        port = await self.app.start(self.settings.host, self.settings.port, credentials)
+        log.info(
+            "listening",
+            extra={
+                "address": f"{self.settings.host}:{port}",
+                "backend": self.settings.backend,
+                "tls": "mutual" if self.tls.mutual else self.tls.enabled,
+                "auth": bool(self.settings.auth_tokens),
+            },
+        )
         await self.backend.start()
         self._health_task = asyncio.create_task(
             watch_health(self.app, self.backend.check_health, self.settings.health_interval_s)

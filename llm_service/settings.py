@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -62,3 +62,23 @@ class Settings(BaseSettings):
     remote_max_total_tokens: int = Field(default=4096, description="tgi/sagemaker: total limit (TGI /info wins).")
 
     echo_token_delay_s: float = Field(default=0.0, description="echo: delay between tokens.")
+
+    # Security (README "Security"): TLS and bearer tokens, both off by default for the loopback stack
+    tls_cert_file: str = Field(default="", description="PEM certificate chain; set with tls_key_file to serve TLS.")
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: str = Field(
+        default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
+    )
+    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer tokens accepted; empty: no authentication."
+    )
+    auth_open_health: bool = Field(default=True, description="grpc.health.v1 answers without a token.")
+    auth_open_reflection: bool = Field(default=True, description="Server reflection answers without a token.")
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        # An env var is one string; a comma list reads better there than JSON.
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value

@@ -26,13 +26,29 @@ def validate_document(doc: Any) -> list[str]:
             continue
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{name}: required, a non-empty string")
+        elif not _encodable(value):
+            problems.append(f"{name}: {_NOT_UNICODE}")
         elif name == "kind" and value not in {k.value for k in Kind}:
             problems.append(f"kind: must be one of {_KINDS}, got {value!r}")
     for name in OPTIONAL_FIELDS:
         value = _field(doc, name)
         if value is not None and not isinstance(value, str):
             problems.append(f"{name}: must be a string")
+        elif isinstance(value, str) and not _encodable(value):
+            problems.append(f"{name}: {_NOT_UNICODE}")
     return problems
+
+
+_NOT_UNICODE = "must be valid Unicode text (no unpaired surrogates)"
+
+
+def _encodable(text: str) -> bool:
+    # JSON can escape an unpaired surrogate ("\ud800"): a str Python holds but protobuf cannot encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_document(doc: Any) -> Document:
@@ -48,17 +64,27 @@ def to_document(doc: Any) -> Document:
     )
 
 
-def parse_jsonl(lines: Iterable[str]) -> tuple[list[Document], list[tuple[int, str, str]]]:
+def parse_jsonl(lines: Iterable[str | bytes]) -> tuple[list[Document], list[tuple[int, str, str]]]:
     """Valid documents, and the rejected lines as (line number from 1, id or "", reason); blank lines skipped."""
     numbered, rejected = parse_jsonl_numbered(lines)
     return [doc for _, doc in numbered], rejected
 
 
-def parse_jsonl_numbered(lines: Iterable[str]) -> tuple[list[tuple[int, Document]], list[tuple[int, str, str]]]:
-    """Like parse_jsonl, with each valid document's line number."""
+def parse_jsonl_numbered(
+    lines: Iterable[str | bytes],
+) -> tuple[list[tuple[int, Document]], list[tuple[int, str, str]]]:
+    """Like parse_jsonl, with each valid document's line number; byte lines must be UTF-8."""
     documents: list[tuple[int, Document]] = []
     rejected: list[tuple[int, str, str]] = []
-    for number, line in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                rejected.append((number, "", f"not valid UTF-8 at byte {error.start + 1}"))
+                continue
+        else:
+            line = raw
         if not line.strip():
             continue
         try:

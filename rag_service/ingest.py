@@ -157,7 +157,7 @@ async def ingest_directly(options: StoreOptions, documents: Sequence[Document]) 
 
 
 async def ingest_lines(
-    lines: Iterable[str],
+    lines: Iterable[str | bytes],
     *,
     target: str = DEFAULT_TARGET,
     direct: bool = False,
@@ -200,10 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    # Bytes: a line that is not UTF-8 is rejected by number like any other bad line, not a crash.
     if args.file == "-":
-        lines = sys.stdin.readlines()
+        lines = sys.stdin.buffer.readlines()
     else:
-        with open(args.file, encoding="utf-8") as f:
+        with open(args.file, "rb") as f:
             lines = f.readlines()
     try:
         report, how = asyncio.run(

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from rag_service.errors import DeadlineExceeded, InvalidArgument, LlmUnavailable, Overloaded, ServiceError
+from servekit.auth import client_interceptors
+from servekit.channels import client_channel
 from servekit.errors import field_violations
+from servekit.tls import ClientTls
 
 LLM_SERVICE = "llmtwin.llm.v1.LlmService"
 ROLES = {"system": llm_pb.ROLE_SYSTEM, "user": llm_pb.ROLE_USER, "assistant": llm_pb.ROLE_ASSISTANT}
@@ -44,9 +48,10 @@ class Prompt:
 class LlmClient:
     """One channel to the LLM service, shared by every request."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, *, tls: ClientTls | None = None, token: SecretStr | None = None):
         self.target = target
-        self._channel = grpc.aio.insecure_channel(target, options=[("grpc.enable_retries", 1)])
+        # Round robin over every LLM replica the target resolves to, UNAVAILABLE retried before a stream starts.
+        self._channel = client_channel(target, tls=tls, interceptors=client_interceptors(token))
         self._stub = llm_grpc.LlmServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._info: llm_pb.GetModelInfoResponse | None = None

@@ -9,6 +9,7 @@ import logging
 from llmtwin.rag.v1 import rag_service_pb2, rag_service_pb2_grpc
 from rag_service import metrics
 from rag_service.embedding import Embedder
+from rag_service.errors import DOMAIN, StoreUnavailable
 from rag_service.ingest import Ingestor
 from rag_service.llm_client import LlmClient
 from rag_service.pipeline.rerank import make_reranker
@@ -18,7 +19,9 @@ from rag_service.settings import Settings
 from rag_service.store import open_store
 from rag_service.tracing import Tracer, make_tracer
 from servekit.admission import Admission
+from servekit.auth import server_interceptors
 from servekit.grpc_app import GrpcApp, watch_health
+from servekit.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = rag_service_pb2.DESCRIPTOR.services_by_name["RagService"].full_name
@@ -31,7 +34,21 @@ class RagServer:
         self.settings = settings
         self._embedder = embedder
         self._tracer = tracer
-        self.app = GrpcApp(SERVICE_NAME)
+        self.tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        self.llm_tls = ClientTls(
+            settings.llm_tls,
+            settings.llm_tls_ca_file,
+            settings.llm_tls_cert_file,
+            settings.llm_tls_key_file,
+            settings.llm_tls_server_name,
+        )
+        auth = server_interceptors(
+            settings.auth_tokens,
+            DOMAIN,
+            open_health=settings.auth_open_health,
+            open_reflection=settings.auth_open_reflection,
+        )
+        self.app = GrpcApp(SERVICE_NAME, interceptors=auth)
         self.admission = Admission(settings.max_concurrent, settings.max_queued, settings.queue_timeout_s)
         metrics.IN_FLIGHT.set_function(lambda: self.admission.in_flight)
         self.rag: Rag | None = None
@@ -43,10 +60,12 @@ class RagServer:
         s = self.settings
         store = open_store(
             url=s.qdrant_url or None,
-            api_key=s.qdrant_api_key or None,
+            api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
             path=s.qdrant_path,
             backend=s.store_backend,
             collection_prefix=s.collection_prefix,
+            shard_number=s.qdrant_shards,
+            replication_factor=s.qdrant_replication_factor,
         )
         embedder = self._embedder or await Embedder.open(
             threads=s.embedding_threads,
@@ -55,14 +74,22 @@ class RagServer:
             max_wait_ms=s.embedding_batch_wait_ms,
         )
         self._embedder = embedder
-        await store.ensure_collections()
+        try:
+            await store.ensure_collections()
+        except StoreUnavailable as exc:  # serve anyway (NOT_SERVING): the store may come up later
+            log.warning("vector store not ready; collections are created on first use", extra={"error": str(exc)})
         reranker = await asyncio.to_thread(make_reranker, s.reranker, s.cross_encoder_model, s.mmr_diversity)
         tracer = self._tracer or make_tracer(s.tracing, s.trace_sample_rate, s.opik_project or None, s.trace_buffer)
-        self.rag = Rag(s, store, embedder, LlmClient(s.llm_target), reranker, tracer)
+        llm = LlmClient(s.llm_target, tls=self.llm_tls, token=s.llm_auth_token)
+        self.rag = Rag(s, store, embedder, llm, reranker, tracer)
         servicer = RagServicer(self.rag, Ingestor(store, embedder), self.admission)
         rag_service_pb2_grpc.add_RagServiceServicer_to_server(servicer, self.app.server)
-        port = await self.app.start(s.host, s.port)
-        log.info("listening", extra={"address": f"{s.host}:{port}", "llm": s.llm_target, "store": s.store_backend})
+        port = await self.app.start(s.host, s.port, await asyncio.to_thread(self.tls.grpc_credentials))
+        security = {"tls": "mutual" if self.tls.mutual else self.tls.enabled, "auth": bool(s.auth_tokens)}
+        log.info(
+            "listening",
+            extra={"address": f"{s.host}:{port}", "llm": s.llm_target, "store": s.store_backend, **security},
+        )
         self._health_task = asyncio.create_task(watch_health(self.app, self.check_health, s.health_interval_s))
         return port
 

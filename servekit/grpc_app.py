@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,13 +13,21 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
+from servekit.decoding import DecodeErrorInterceptor
+
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+# Largest message a service takes or sends (grpc's default is 4 MiB). Requests are small (a RAG query is at
+# most RAG_MAX_QUERY_CHARS, a prompt at most the model's input limit); the one large message is a document
+# streamed to IngestDocuments, so this is sized for long articles and repositories. Larger messages are
+# refused by grpc itself with RESOURCE_EXHAUSTED before any of our code runs (docs/reliability.md).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.so_reuseport", 0),
@@ -29,9 +37,16 @@ _OPTIONS = [
 class GrpcApp:
     """Owns the server: `""` is SERVING while the process runs; the named service follows set_serving()."""
 
-    def __init__(self, service_name: str, extra_services: Iterable[str] = ()):
+    def __init__(
+        self,
+        service_name: str,
+        extra_services: Iterable[str] = (),
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ):
         self.service_name = service_name
-        self.server = grpc.aio.server(options=_OPTIONS)
+        # Innermost: undecodable requests to our service become INVALID_ARGUMENT, not UNKNOWN.
+        chain = [*interceptors, DecodeErrorInterceptor((service_name,))]
+        self.server = grpc.aio.server(interceptors=chain, options=_OPTIONS)
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [service_name, *extra_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -40,9 +55,13 @@ class GrpcApp:
         _add_reflection_v1(self.server, reflection.aio.ReflectionServicer(names))
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
-        """Binds and starts; returns the bound port (port 0 picks a free one). Service starts NOT_SERVING."""
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+    async def start(self, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
+        """Binds (TLS with `credentials`) and starts; returns the bound port (0: any free). Starts NOT_SERVING."""
+        address = f"{host}:{port}"
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if not self.port:
             raise OSError(f"cannot bind {host}:{port}")
         await self.health.set("", SERVING)

@@ -60,6 +60,16 @@ def metadata_value(metadata: object, key: str) -> str:
     return ""
 
 
+def sendable_request_id(value: str) -> bool:
+    """True when an id can travel as gRPC metadata (printable ASCII) and fits 128 characters."""
+    return len(value) <= 128 and value.isascii() and value.isprintable()
+
+
 def resolve_request_id(field: str, metadata: object) -> str:
-    """The request id: the message's field, else the x-request-id metadata, else a new one."""
-    return field[:128] if field else metadata_value(metadata, "x-request-id") or new_request_id()
+    """The request id: the message's field, else the x-request-id metadata, else a new one.
+
+    A field that cannot travel as metadata is replaced by a new id (servekit.rpc then rejects the request).
+    """
+    if field:
+        return field if sendable_request_id(field) else new_request_id()
+    return metadata_value(metadata, "x-request-id") or new_request_id()

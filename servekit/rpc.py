@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import grpc
 from prometheus_client import Counter
 
-from servekit.errors import DeadlineExceeded, ServiceError, to_status
-from servekit.logs import metadata_value, request_id_var, resolve_request_id, trace_id_var
+from servekit.decoding import Undecodable
+from servekit.errors import DeadlineExceeded, InvalidArgument, ServiceError, to_status
+from servekit.logs import metadata_value, request_id_var, resolve_request_id, sendable_request_id, trace_id_var
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,7 +58,7 @@ class RpcKit:
         async def wrapper(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
             rid = self._begin(request, context)
             try:
-                response = await fn(servicer, request, context)
+                response = await fn(servicer, _checked(request), context)
             except asyncio.CancelledError:
                 self.requests.labels(method, "CANCELLED").inc()
                 raise
@@ -77,7 +78,7 @@ class RpcKit:
         async def wrapper(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
             rid = self._begin(request, context)
             try:
-                async for message in fn(servicer, request, context):
+                async for message in fn(servicer, _checked(request), context):
                     yield message
             except asyncio.CancelledError:
                 self.requests.labels(method, "CANCELLED").inc()
@@ -88,3 +89,23 @@ class RpcKit:
             self.requests.labels(method, "OK").inc()
 
         return wrapper
+
+
+def _checked(request: Any) -> Any:
+    """The request; InvalidArgument when it (or, client-streaming, any message of it) did not decode, or its
+    request_id cannot be echoed as metadata (which would fail the call after the handler ran)."""
+    if isinstance(request, Undecodable):
+        raise request.error()
+    if hasattr(request, "__aiter__"):
+        return _decoded_stream(request)
+    request_id = getattr(request, "request_id", "")
+    if request_id and not sendable_request_id(request_id):
+        raise InvalidArgument([("request_id", "must be at most 128 printable ASCII characters")])
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for message in requests:
+        if isinstance(message, Undecodable):
+            raise message.error()
+        yield message

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
@@ -27,11 +27,14 @@ from gateway.errors import ApiError, from_rpc_error, from_validation_error
 from gateway.metrics import Metrics
 from gateway.models import (
     AnswerRequest,
+    Float32,
     GenerationParameters,
     RetrievalOptions,
+    Text,
     UInt32,
     UInt64,
     answer_request_to_proto,
+    encodable,
 )
 from gateway.streaming import AnswerStream, open_answer_stream
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
@@ -69,12 +72,23 @@ class _OpenAIErrors(APIRoute):
 router = APIRouter(tags=["openai"], route_class=_OpenAIErrors)
 
 
+def _encodable_text(value: Any) -> Any:
+    # Checked after the union is resolved, so that errors name the field ("messages.0.content").
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                encodable(item)
+    return value
+
+
 class ContentPart(BaseModel):
     """One part of a message's content; only text parts are read."""
 
     model_config = ConfigDict(extra="ignore")
     type: str = "text"
-    text: str = ""
+    text: Text = ""
 
 
 class ChatMessage(BaseModel):
@@ -83,6 +97,11 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: str
     content: str | list[ContentPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _encodable_content(cls, value: Any) -> Any:
+        return _encodable_text(value)
 
     def text(self) -> str:
         """The message's text, text parts joined."""
@@ -106,13 +125,18 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: Float32 | None = None
+    top_p: Float32 | None = None
     max_tokens: UInt32 | None = None
     max_completion_tokens: UInt32 | None = None
     stop: str | list[str] | None = None
     seed: UInt64 | None = None
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
+
+    @field_validator("stop")
+    @classmethod
+    def _encodable_stop(cls, value: Any) -> Any:
+        return _encodable_text(value)
 
     def to_answer_request(self) -> AnswerRequest:
         """The RAG question: the last user message, with the sampling parameters translated."""

@@ -1,16 +1,18 @@
-"""Deploy the LLM Twin model to a SageMaker endpoint (Hugging Face TGI DLC) and tear it down again."""
+"""Deploy the LLM Twin model to a SageMaker endpoint (Hugging Face TGI DLC), keep it in sync, tear it down."""
 
-from llm_service.deploy.config import PRESETS, DeploySettings, Preset
-from llm_service.deploy.plan import DeployPlan, build_plan
+from llm_service.deploy.config import PROFILES, DeploySettings, Profile, image_uri_for
+from llm_service.deploy.plan import Call, DeployPlan, build_plan
 from llm_service.deploy.sagemaker import DeployError, ResourceState, SageMakerDeployer
 
 __all__ = [
-    "PRESETS",
+    "PROFILES",
+    "Call",
     "DeployError",
     "DeployPlan",
     "DeploySettings",
-    "Preset",
+    "Profile",
     "ResourceState",
     "SageMakerDeployer",
     "build_plan",
+    "image_uri_for",
 ]

@@ -1,23 +1,62 @@
-"""Every request one deployment sends, built from settings alone (what --dry-run prints)."""
+"""Every request one deployment sends, built from settings alone (what `plan` prints).
+
+Models and endpoint configs are immutable in SageMaker, so their names end in a digest of their content:
+a changed setting yields a new name, which `up` creates and then switches to (UpdateEndpoint,
+UpdateInferenceComponent). The endpoint, inference component and scaling policy keep stable names, the
+ones the LLM service is pointed at.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from llm_service.deploy.config import DEFAULT_IMAGE_URI, DeploySettings
+from llm_service.deploy.config import DeploySettings, image_uri_for
 
 VARIANT_NAME = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
 # Scale out fast (a copy takes minutes to start), scale in slowly so bursts do not flap.
 SCALE_OUT_COOLDOWN_S = 60
 SCALE_IN_COOLDOWN_S = 300
-_TOKEN_KEYS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+TOKEN_KEYS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+MASK = "***"
 _ROLE_PLACEHOLDER = "<LLMTWIN_SM_ROLE_ARN>"
 
 Payload = dict[str, Any]
+Service = Literal["sagemaker", "application-autoscaling"]
+
+
+def redact(params: Payload) -> Payload:
+    """A deep copy with Hugging Face tokens in a container environment masked."""
+    params = copy.deepcopy(params)
+    env = params.get("PrimaryContainer", {}).get("Environment", {})
+    for key in TOKEN_KEYS:
+        if key in env:
+            env[key] = MASK
+    return params
+
+
+def _digest(payload: Payload) -> str:
+    # Of the redacted payload: the token never feeds a name (rotate it by setting a new one and running
+    # down/up, or by a changed container_env).
+    return hashlib.sha256(json.dumps(redact(payload), sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS API call: which client, the operation as AWS spells it, and its parameters."""
+
+    service: Service
+    operation: str
+    params: Payload = field(repr=False)  # CreateModel's carries the HF token
+
+    def redacted(self) -> Payload:
+        """{service, operation, params} with tokens masked: safe to print."""
+        return {"service": self.service, "operation": self.operation, "params": redact(self.params)}
 
 
 @dataclass(frozen=True)
@@ -30,7 +69,9 @@ class DeployPlan:
     endpoint_config_name: str
     inference_component_name: str
     scaling_policy_name: str
-    create_model: Payload = field(repr=False)  # carries the HF token
+    instance_type: str
+    max_instances: int
+    create_model: Payload = field(repr=False)
     create_endpoint_config: Payload
     create_endpoint: Payload
     create_inference_component: Payload
@@ -42,39 +83,45 @@ class DeployPlan:
         """The application-autoscaling id of the inference component."""
         return f"inference-component/{self.inference_component_name}"
 
-    def deploy_requests(self, *, redact: bool = True) -> dict[str, Payload]:
-        """Operation name → payload, in the order deploy() sends them; HF tokens masked unless asked."""
-        requests = {
-            "CreateModel": self.create_model,
-            "CreateEndpointConfig": self.create_endpoint_config,
-            "CreateEndpoint": self.create_endpoint,
-            "CreateInferenceComponent": self.create_inference_component,
-            "RegisterScalableTarget": self.register_scalable_target,
-            "PutScalingPolicy": self.put_scaling_policy,
-        }
-        requests = copy.deepcopy(requests)
-        if redact:
-            env = requests["CreateModel"]["PrimaryContainer"]["Environment"]
-            for key in _TOKEN_KEYS:
-                if key in env:
-                    env[key] = "***"
-        return requests
-
-    def teardown_requests(self) -> dict[str, Payload]:
-        """Operation name → payload, in the order teardown() sends them (reverse of creation)."""
-        target = {
+    @property
+    def scalable_target(self) -> Payload:
+        """The keys that identify the scalable target."""
+        return {
             "ServiceNamespace": "sagemaker",
             "ResourceId": self.resource_id,
             "ScalableDimension": SCALABLE_DIMENSION,
         }
-        return {
-            "DeleteScalingPolicy": {"PolicyName": self.scaling_policy_name, **target},
-            "DeregisterScalableTarget": target,
-            "DeleteInferenceComponent": {"InferenceComponentName": self.inference_component_name},
-            "DeleteEndpoint": {"EndpointName": self.endpoint_name},
-            "DeleteEndpointConfig": {"EndpointConfigName": self.endpoint_config_name},
-            "DeleteModel": {"ModelName": self.model_name},
-        }
+
+    def owns(self, name: str) -> bool:
+        """Whether a model or endpoint config name is one this tool generates for this endpoint."""
+        legacy = (f"{self.endpoint_name}-model", f"{self.endpoint_name}-config")  # before names had digests
+        return name in legacy or name.startswith(tuple(f"{prefix}-" for prefix in legacy))
+
+    def up_calls(self) -> list[Call]:
+        """What `up` sends on an account where nothing exists yet, in order."""
+        return [
+            Call("sagemaker", "CreateModel", self.create_model),
+            Call("sagemaker", "CreateEndpointConfig", self.create_endpoint_config),
+            Call("sagemaker", "CreateEndpoint", self.create_endpoint),
+            Call("sagemaker", "CreateInferenceComponent", self.create_inference_component),
+            Call("application-autoscaling", "RegisterScalableTarget", self.register_scalable_target),
+            Call("application-autoscaling", "PutScalingPolicy", self.put_scaling_policy),
+        ]
+
+    def down_calls(self) -> list[Call]:
+        """What `down` sends when everything of this plan exists: the reverse of creation."""
+        return [
+            Call(
+                "application-autoscaling",
+                "DeleteScalingPolicy",
+                {"PolicyName": self.scaling_policy_name, **self.scalable_target},
+            ),
+            Call("application-autoscaling", "DeregisterScalableTarget", self.scalable_target),
+            Call("sagemaker", "DeleteInferenceComponent", {"InferenceComponentName": self.inference_component_name}),
+            Call("sagemaker", "DeleteEndpoint", {"EndpointName": self.endpoint_name}),
+            Call("sagemaker", "DeleteEndpointConfig", {"EndpointConfigName": self.endpoint_config_name}),
+            Call("sagemaker", "DeleteModel", {"ModelName": self.model_name}),
+        ]
 
     def service_env(self) -> dict[str, str]:
         """Environment that points the LLM service at this endpoint."""
@@ -82,39 +129,77 @@ class DeployPlan:
             "LLM_BACKEND": "sagemaker",
             "LLM_SAGEMAKER_ENDPOINT_NAME": self.endpoint_name,
             "LLM_SAGEMAKER_INFERENCE_COMPONENT": self.inference_component_name,
-            "AWS_REGION": self.region,
+            "LLM_SAGEMAKER_REGION": self.region,
         }
 
 
 def container_env(settings: DeploySettings) -> dict[str, str]:
-    """The TGI container's environment: preset limits, model, shards, token, then user overrides."""
-    preset = settings.preset_spec
-    env = {
-        "HF_MODEL_ID": settings.model_id or preset.model_id,
-        "SM_NUM_GPUS": str(preset.gpus_per_copy),
-        **preset.tgi_env,
+    """The TGI container's environment: model, shards, limits, quantization, token, then user overrides."""
+    profile = settings.profile_spec
+    max_input, max_total, max_batch = settings.tgi_limits
+    env = {"HF_MODEL_ID": settings.model_id or profile.model_id}
+    if settings.model_revision:
+        env["HF_MODEL_REVISION"] = settings.model_revision
+    env |= {
+        "SM_NUM_GPUS": str(settings.num_gpus or profile.gpus_per_copy),
+        "MAX_INPUT_TOKENS": str(max_input),
+        "MAX_TOTAL_TOKENS": str(max_total),
+        "MAX_BATCH_TOTAL_TOKENS": str(max_batch),
     }
+    quantize = settings.quantize or profile.quantize
+    if quantize and quantize != "none":
+        env["HF_MODEL_QUANTIZE"] = quantize
     if settings.hf_token is not None:
         # TGI's launcher reads HF_TOKEN; the DLC docs and the book use the older name: set both.
-        token = settings.hf_token.get_secret_value()
-        env.update(dict.fromkeys(_TOKEN_KEYS, token))
-    env.update(settings.container_env)
-    return env
+        env |= dict.fromkeys(TOKEN_KEYS, settings.hf_token.get_secret_value())
+    return env | settings.container_env
 
 
 def build_plan(settings: DeploySettings) -> DeployPlan:
-    """Turn settings into the exact requests; no AWS call, so it also serves --dry-run."""
-    preset = settings.preset_spec
+    """Turn settings into the exact requests; no AWS call, so `plan` needs no credentials."""
+    profile = settings.profile_spec
     name = settings.endpoint_name
     role = settings.role_arn or _ROLE_PLACEHOLDER
-    model_name, config_name, ic_name = f"{name}-model", f"{name}-config", f"{name}-ic"
+    instance_type = settings.instance_type or profile.instance_type
+    gpus_per_copy = settings.num_gpus or profile.gpus_per_copy
+    ic_name = f"{name}-ic"
     policy_name = f"{ic_name}-invocations-per-copy"
     # Enough instances for the copies: the endpoint's managed scaling adds instances when autoscaling
     # asks for copies that no longer fit.
-    copies_per_instance = max(1, preset.gpus_per_instance // preset.gpus_per_copy)
+    copies_per_instance = max(1, profile.gpus_per_instance // gpus_per_copy)
     instances = settings.instance_count or math.ceil(settings.min_copies / copies_per_instance)
     max_instances = settings.max_instance_count or max(instances, math.ceil(settings.max_copies / copies_per_instance))
-    resource_id = f"inference-component/{ic_name}"
+
+    model = {
+        "ExecutionRoleArn": role,
+        "PrimaryContainer": {
+            "Image": settings.image_uri or image_uri_for(settings.region),
+            "Environment": container_env(settings),
+        },
+    }
+    model_name = f"{name}-model-{_digest(model)}"
+    # Inference-component endpoints: no ModelName on the variant (the component brings it), the role on the
+    # config, and managed instance scaling so copies can grow past the initial instances.
+    config = {
+        "ExecutionRoleArn": role,
+        "ProductionVariants": [
+            {
+                "VariantName": VARIANT_NAME,
+                "InstanceType": instance_type,
+                "InitialInstanceCount": instances,
+                "ManagedInstanceScaling": {
+                    "Status": "ENABLED",
+                    "MinInstanceCount": instances,
+                    "MaxInstanceCount": max_instances,
+                },
+                # LLM requests last seconds: send each to the copy with the fewest in flight.
+                "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
+            }
+        ],
+    }
+    config_name = f"{name}-config-{_digest(config)}"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": f"inference-component/{ic_name}"}
+    target["ScalableDimension"] = SCALABLE_DIMENSION
     return DeployPlan(
         region=settings.region,
         endpoint_name=name,
@@ -122,34 +207,10 @@ def build_plan(settings: DeploySettings) -> DeployPlan:
         endpoint_config_name=config_name,
         inference_component_name=ic_name,
         scaling_policy_name=policy_name,
-        create_model={
-            "ModelName": model_name,
-            "ExecutionRoleArn": role,
-            "PrimaryContainer": {
-                "Image": settings.image_uri or DEFAULT_IMAGE_URI.format(region=settings.region),
-                "Environment": container_env(settings),
-            },
-        },
-        # Inference-component endpoints: no ModelName on the variant (the component brings it), the role
-        # on the config, and managed instance scaling so copies can grow past the initial instances.
-        create_endpoint_config={
-            "EndpointConfigName": config_name,
-            "ExecutionRoleArn": role,
-            "ProductionVariants": [
-                {
-                    "VariantName": VARIANT_NAME,
-                    "InstanceType": settings.instance_type or preset.instance_type,
-                    "InitialInstanceCount": instances,
-                    "ManagedInstanceScaling": {
-                        "Status": "ENABLED",
-                        "MinInstanceCount": instances,
-                        "MaxInstanceCount": max_instances,
-                    },
-                    # LLM requests last seconds: send each to the copy with the fewest in flight.
-                    "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
-                }
-            ],
-        },
+        instance_type=instance_type,
+        max_instances=max_instances,
+        create_model={"ModelName": model_name, **model},
+        create_endpoint_config={"EndpointConfigName": config_name, **config},
         create_endpoint={"EndpointName": name, "EndpointConfigName": config_name},
         create_inference_component={
             "InferenceComponentName": ic_name,
@@ -159,27 +220,20 @@ def build_plan(settings: DeploySettings) -> DeployPlan:
                 "ModelName": model_name,
                 "StartupParameters": {
                     "ContainerStartupHealthCheckTimeoutInSeconds": settings.startup_health_check_timeout_s
-                    or preset.startup_timeout_s,
+                    or profile.startup_timeout_s,
                 },
                 "ComputeResourceRequirements": {
-                    "NumberOfAcceleratorDevicesRequired": preset.gpus_per_copy,
-                    "MinMemoryRequiredInMb": preset.min_memory_mb,
+                    "NumberOfAcceleratorDevicesRequired": gpus_per_copy,
+                    "NumberOfCpuCoresRequired": profile.cpus_per_copy,
+                    "MinMemoryRequiredInMb": profile.memory_mb_per_copy,
                 },
             },
             "RuntimeConfig": {"CopyCount": settings.min_copies},
         },
-        register_scalable_target={
-            "ServiceNamespace": "sagemaker",
-            "ResourceId": resource_id,
-            "ScalableDimension": SCALABLE_DIMENSION,
-            "MinCapacity": settings.min_copies,
-            "MaxCapacity": settings.max_copies,
-        },
+        register_scalable_target={**target, "MinCapacity": settings.min_copies, "MaxCapacity": settings.max_copies},
         put_scaling_policy={
             "PolicyName": policy_name,
-            "ServiceNamespace": "sagemaker",
-            "ResourceId": resource_id,
-            "ScalableDimension": SCALABLE_DIMENSION,
+            **target,
             "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": {
                 "PredefinedMetricSpecification": {

@@ -8,7 +8,9 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from rag_service.errors import StoreUnavailable
 from rag_service.store.base import (
     KEYWORD_INDEXES,
     VECTOR_SIZE,
@@ -43,7 +45,11 @@ class _LoopThread:
 
 
 class ClientStore:
-    """VectorStore on AsyncQdrantClient; `url` for a server, else local mode at `path` or ":memory:"."""
+    """VectorStore on AsyncQdrantClient; `url` for a server, else local mode at `path` or ":memory:".
+
+    On a server, collections are created with `shard_number` shards and `replication_factor` copies of each
+    (a cluster spreads them over its nodes); existing collections keep their layout.
+    """
 
     def __init__(
         self,
@@ -52,9 +58,15 @@ class ClientStore:
         path: str | None = None,
         collection_prefix: str = "",
         timeout: int = 10,
+        shard_number: int = 1,
+        replication_factor: int = 1,
     ) -> None:
         if url:
-            self._client = AsyncQdrantClient(url=url, api_key=api_key or None, timeout=timeout)
+            # No version check: it runs a blocking request on a thread at startup and only warns; the server
+            # version to run is pinned in deploy/compose.yaml.
+            self._client = AsyncQdrantClient(
+                url=url, api_key=api_key or None, timeout=timeout, check_compatibility=False
+            )
         elif path in (None, ":memory:"):
             self._client = AsyncQdrantClient(location=":memory:")
         else:
@@ -63,14 +75,34 @@ class ClientStore:
         self._server = bool(url)
         self._local_loop = None if self._server else _LoopThread()
         self._prefix = collection_prefix
+        # Cluster layout of the collections this store creates (a server only; local mode has one shard).
+        self._shards = shard_number if url else None
+        self._replicas = replication_factor if url else None
         self._ready = False
         self._ensure_lock = asyncio.Lock()
         self._closed = False
 
     async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._local_loop is None:
-            return await coro
-        return await self._local_loop.run(coro)
+        """Runs a client call; a store that is down, failing or missing a collection is StoreUnavailable."""
+        try:
+            if self._local_loop is None:
+                return await coro
+            return await self._local_loop.run(coro)
+        except ResponseHandlingException as exc:  # no connection, or no answer within the timeout
+            raise StoreUnavailable(f"the vector store cannot be reached: {exc}") from exc
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                raise self._missing(exc) from exc
+            raise StoreUnavailable(f"the vector store failed: HTTP {exc.status_code}") from exc
+        except ValueError as exc:  # local mode's way of saying 404
+            if "not found" not in str(exc):
+                raise
+            raise self._missing(exc) from exc
+
+    def _missing(self, exc: Exception) -> StoreUnavailable:
+        # Ingestion re-creates missing collections; searches until then are refused, not silently empty.
+        self._ready = False
+        return StoreUnavailable(f"a collection of the vector store is missing ({exc}); ingest to re-create it")
 
     def _name(self, kind: Kind) -> str:
         return collection_name(self._prefix, kind)
@@ -86,7 +118,10 @@ class ClientStore:
                     raise ValueError(f"collection {name} has vectors of size {params.size}, expected {VECTOR_SIZE}")
                 continue
             vectors = models.VectorParams(size=VECTOR_SIZE, distance=models.Distance.COSINE)
-            await self._run(self._client.create_collection(name, vectors_config=vectors))
+            create = self._client.create_collection(
+                name, vectors_config=vectors, shard_number=self._shards, replication_factor=self._replicas
+            )
+            await self._run(create)
             if self._server:
                 for field in KEYWORD_INDEXES:
                     await self._run(self._client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD))

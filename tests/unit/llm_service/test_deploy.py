@@ -1,4 +1,4 @@
-"""SageMaker deployment tooling: presets, dry-run payloads, and deploy/status/teardown over the AWS wire.
+"""SageMaker deployment tooling: profiles, `plan` payloads, and up/status/down over the AWS wire.
 
 moto covers the model step and the tolerant deletes. It lacks the rest (inference components, the
 `sagemaker:inference-component:DesiredCopyCount` dimension, g5/p4d instance types, model-less variants), so
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,8 +19,9 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pydantic import SecretStr
 
-from llm_service.deploy import DeployError, DeploySettings, SageMakerDeployer, build_plan
+from llm_service.deploy import DeployError, DeploySettings, SageMakerDeployer, build_plan, image_uri_for
 from llm_service.deploy.__main__ import main
 
 ROLE = "arn:aws:iam::123456789012:role/llmtwin-sagemaker"
@@ -50,19 +52,28 @@ class ControlPlane:
         self.targets: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # every call with the body boto3 sent
         self.endpoint_failure: str | None = None
+        self.errors: dict[str, AwsError] = {}  # operation -> the error it answers
         self.lock = threading.Lock()
 
     def handle(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.calls.append(op)
+            self.requests.append((op, body))
+            if op in self.errors:
+                raise self.errors[op]
             return getattr(self, op)(body)
+
+    def writes(self) -> list[tuple[str, dict[str, Any]]]:
+        """The calls that change something, in order."""
+        return [(op, body) for op, body in self.requests if not op.startswith("Describe")]
 
     @staticmethod
     def _advance(store: dict[str, dict[str, Any]], name: str, key: str, failure: str | None = None) -> None:
-        # Called after a describe answered: Creating → InService (or Failed), Deleting → gone.
+        # Called after a describe answered: Creating/Updating → InService (or Failed), Deleting → gone.
         state = store[name][key]
-        if state == "Creating":
+        if state in ("Creating", "Updating"):
             store[name][key] = "Failed" if failure else "InService"
             store[name]["FailureReason"] = failure
         elif state == "Deleting":
@@ -114,6 +125,12 @@ class ControlPlane:
         self._advance(self.endpoints, name, "EndpointStatus", self.endpoint_failure)
         return answer
 
+    def UpdateEndpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.DescribeEndpointConfig(body)
+        self.endpoints[body["EndpointName"]] |= {"EndpointConfigName": body["EndpointConfigName"]}
+        self.endpoints[body["EndpointName"]]["EndpointStatus"] = "Updating"
+        return {"EndpointArn": f"arn:endpoint/{body['EndpointName']}"}
+
     def DeleteEndpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body["EndpointName"]
         if name not in self.endpoints:
@@ -145,6 +162,18 @@ class ControlPlane:
         answer = dict(self.components[name])
         self._advance(self.components, name, "InferenceComponentStatus")
         return answer
+
+    def UpdateInferenceComponent(self, body: dict[str, Any]) -> dict[str, Any]:
+        component = self.components[body["InferenceComponentName"]]
+        if "Specification" in body:
+            if body["Specification"]["ModelName"] not in self.models:
+                raise _not_found("model", body["Specification"]["ModelName"])
+            component["Specification"] = body["Specification"]
+        if "RuntimeConfig" in body:
+            copies = body["RuntimeConfig"]["CopyCount"]
+            component["RuntimeConfig"] = {"DesiredCopyCount": copies, "CurrentCopyCount": copies}
+        component["InferenceComponentStatus"] = "Updating"
+        return {"InferenceComponentArn": f"arn:inference-component/{body['InferenceComponentName']}"}
 
     def DeleteInferenceComponent(self, body: dict[str, Any]) -> dict[str, Any]:
         self.components[body["InferenceComponentName"]]["InferenceComponentStatus"] = "Deleting"
@@ -234,31 +263,41 @@ def plane() -> Iterator[tuple[ControlPlane, str]]:
     thread.join()
 
 
-def _deployer(url: str | None, **settings: Any) -> tuple[SageMakerDeployer, Any]:
+def _deployer(url: str | None, progress: list[str] | None = None, **settings: Any) -> tuple[SageMakerDeployer, Any]:
     """A deployer on clients for `url` (None: moto), and its SageMaker client for checks."""
     session = boto3.session.Session(region_name=REGION)
     sagemaker = session.client("sagemaker", endpoint_url=url)
     plan = build_plan(DeploySettings(role_arn=ROLE, region=REGION, **settings))
     deployer = SageMakerDeployer(
-        plan, sagemaker, session.client("application-autoscaling", endpoint_url=url), poll_s=0.01
+        plan,
+        sagemaker,
+        session.client("application-autoscaling", endpoint_url=url),
+        poll_s=0.01,
+        progress=(progress if progress is not None else []).append,
     )
     return deployer, sagemaker
 
 
-def test_8b_preset_is_the_books_quantized_a10g_deployment() -> None:
+def _ops(writes: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [op for op, _ in writes]
+
+
+def test_a10g_8b_profile_is_the_books_quantized_deployment() -> None:
     plan = build_plan(DeploySettings(role_arn=ROLE))
     env = plan.create_model["PrimaryContainer"]["Environment"]
     assert env == {
         "HF_MODEL_ID": "mlabonne/TwinLlama-3.1-8B-DPO",
         "SM_NUM_GPUS": "1",
-        "HF_MODEL_QUANTIZE": "bitsandbytes",
-        "MAX_INPUT_LENGTH": "2048",
+        "MAX_INPUT_TOKENS": "2048",
         "MAX_TOTAL_TOKENS": "4096",
         "MAX_BATCH_TOTAL_TOKENS": "16384",
+        "HF_MODEL_QUANTIZE": "bitsandbytes",
     }
-    assert plan.create_model["PrimaryContainer"]["Image"].startswith(
+    assert plan.create_model["PrimaryContainer"]["Image"] == (
         "763104351884.dkr.ecr.eu-central-1.amazonaws.com/huggingface-pytorch-tgi-inference:"
+        "2.7.0-tgi3.3.6-gpu-py311-cu124-ubuntu22.04"
     )
+    assert plan.model_name.startswith("llmtwin-model-") and plan.endpoint_config_name.startswith("llmtwin-config-")
     [variant] = plan.create_endpoint_config["ProductionVariants"]
     assert "ModelName" not in variant  # inference-component endpoints take the model from the component
     assert variant["VariantName"] == "AllTraffic"
@@ -266,14 +305,17 @@ def test_8b_preset_is_the_books_quantized_a10g_deployment() -> None:
     assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 1, "MaxInstanceCount": 2}
     assert variant["RoutingConfig"] == {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
     spec = plan.create_inference_component["Specification"]
+    assert spec["ModelName"] == plan.model_name
     assert spec["ComputeResourceRequirements"] == {
         "NumberOfAcceleratorDevicesRequired": 1,
-        "MinMemoryRequiredInMb": 5120,
+        "NumberOfCpuCoresRequired": 4,
+        "MinMemoryRequiredInMb": 8192,
     }
+    assert plan.service_env()["LLM_SAGEMAKER_INFERENCE_COMPONENT"] == "llmtwin-ic"
 
 
-def test_30b_preset_shards_the_model_unquantized_over_eight_a100s() -> None:
-    plan = build_plan(DeploySettings(role_arn=ROLE, preset="30b-a100", max_copies=3))
+def test_a100_30b_profile_shards_the_model_unquantized_over_eight_a100s() -> None:
+    plan = build_plan(DeploySettings(role_arn=ROLE, profile="a100-30b", max_copies=3))
     env = plan.create_model["PrimaryContainer"]["Environment"]
     assert env["SM_NUM_GPUS"] == "8"
     assert "HF_MODEL_QUANTIZE" not in env
@@ -285,61 +327,105 @@ def test_30b_preset_shards_the_model_unquantized_over_eight_a100s() -> None:
     assert spec["ComputeResourceRequirements"]["NumberOfAcceleratorDevicesRequired"] == 8
 
 
+def test_image_is_pinned_per_region() -> None:
+    assert image_uri_for("af-south-1").startswith("626614931356.dkr.ecr.af-south-1.amazonaws.com/")
+    assert image_uri_for("us-east-1").startswith("763104351884.dkr.ecr.us-east-1.amazonaws.com/")
+    with pytest.raises(ValueError, match="LLMTWIN_SM_IMAGE_URI"):
+        build_plan(DeploySettings(region="xx-nowhere-1"))
+    assert build_plan(DeploySettings(region="xx-nowhere-1", image_uri="1.dkr.ecr.x/tgi:1")).create_model
+
+
 def test_settings_and_overrides_come_from_llmtwin_sm_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMTWIN_SM_PRESET", "30b-a100")
+    monkeypatch.setenv("LLMTWIN_SM_PRESET", "30b-a100")  # the old variable and profile name still work
     monkeypatch.setenv("LLMTWIN_SM_MODEL_ID", "me/twin-30b")
-    monkeypatch.setenv("LLMTWIN_SM_CONTAINER_ENV", '{"HF_MODEL_QUANTIZE": "eetq"}')
+    monkeypatch.setenv("LLMTWIN_SM_MODEL_REVISION", "0123abcd")
+    monkeypatch.setenv("LLMTWIN_SM_QUANTIZE", "eetq")
+    monkeypatch.setenv("LLMTWIN_SM_MAX_INPUT_TOKENS", "8000")
+    monkeypatch.setenv("LLMTWIN_SM_MAX_TOTAL_TOKENS", "9000")
+    monkeypatch.setenv("LLMTWIN_SM_NUM_GPUS", "4")
+    monkeypatch.setenv("LLMTWIN_SM_CONTAINER_ENV", '{"MESSAGES_API_ENABLED": "true"}')
     monkeypatch.setenv("LLMTWIN_SM_IMAGE_URI", "1.dkr.ecr.x/tgi:custom")
     monkeypatch.setenv("LLMTWIN_SM_INSTANCE_TYPE", "ml.p4de.24xlarge")
     monkeypatch.setenv("LLMTWIN_SM_TARGET_INVOCATIONS_PER_COPY", "4")
-    plan = build_plan(DeploySettings())
+    settings = DeploySettings()
+    assert settings.profile == "a100-30b"
+    plan = build_plan(settings)
     container = plan.create_model["PrimaryContainer"]
     assert container["Image"] == "1.dkr.ecr.x/tgi:custom"
-    assert container["Environment"]["HF_MODEL_ID"] == "me/twin-30b"
-    assert container["Environment"]["HF_MODEL_QUANTIZE"] == "eetq"
+    assert container["Environment"] == {
+        "HF_MODEL_ID": "me/twin-30b",
+        "HF_MODEL_REVISION": "0123abcd",
+        "SM_NUM_GPUS": "4",
+        "MAX_INPUT_TOKENS": "8000",
+        "MAX_TOTAL_TOKENS": "9000",
+        "MAX_BATCH_TOTAL_TOKENS": "65536",
+        "HF_MODEL_QUANTIZE": "eetq",
+        "MESSAGES_API_ENABLED": "true",
+    }
+    # Two 4-GPU copies fit on one 8-GPU instance.
+    assert plan.create_endpoint_config["ProductionVariants"][0]["ManagedInstanceScaling"]["MaxInstanceCount"] == 1
     assert plan.create_endpoint_config["ProductionVariants"][0]["InstanceType"] == "ml.p4de.24xlarge"
     assert plan.put_scaling_policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 4.0
+    monkeypatch.setenv("LLMTWIN_SM_PROFILE", "a10g-8b")
+    assert DeploySettings().profile == "a10g-8b"
 
     with pytest.raises(ValueError, match="max_copies"):
         DeploySettings(min_copies=3, max_copies=2)
+    with pytest.raises(ValueError, match="max_total_tokens"):
+        DeploySettings(max_input_tokens=4096, max_total_tokens=4096)
     with pytest.raises(ValueError, match="role_arn"):
         DeploySettings(role_arn="llmtwin-role")
 
 
-def test_dry_run_prints_the_requests_with_the_token_masked(
+def test_names_change_exactly_when_the_content_does() -> None:
+    base = build_plan(DeploySettings(role_arn=ROLE))
+    assert build_plan(DeploySettings(role_arn=ROLE)) == base
+    longer = build_plan(DeploySettings(role_arn=ROLE, max_total_tokens=8192))
+    assert longer.model_name != base.model_name and longer.endpoint_config_name == base.endpoint_config_name
+    bigger = build_plan(DeploySettings(role_arn=ROLE, instance_type="ml.g5.4xlarge"))
+    assert bigger.endpoint_config_name != base.endpoint_config_name and bigger.model_name == base.model_name
+    # The token never feeds a name (names are visible to anyone who may list models).
+    assert build_plan(DeploySettings(role_arn=ROLE, hf_token=SecretStr("a"))).model_name == (
+        build_plan(DeploySettings(role_arn=ROLE, hf_token=SecretStr("b"))).model_name
+    )
+
+
+def test_plan_prints_the_calls_with_the_token_masked(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("LLMTWIN_SM_HF_TOKEN", "hf_secret_value")
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # a dry run needs no AWS at all
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # plan needs no AWS at all
 
-    assert main(["deploy", "--dry-run"]) == 0
+    assert main(["plan"]) == 0
 
     out = capsys.readouterr().out
-    requests, end = json.JSONDecoder().raw_decode(out)
-    assert list(requests) == [
-        "CreateModel",
-        "CreateEndpointConfig",
-        "CreateEndpoint",
-        "CreateInferenceComponent",
-        "RegisterScalableTarget",
-        "PutScalingPolicy",
+    calls, end = json.JSONDecoder().raw_decode(out)
+    assert [(c["service"], c["operation"]) for c in calls] == [
+        ("sagemaker", "CreateModel"),
+        ("sagemaker", "CreateEndpointConfig"),
+        ("sagemaker", "CreateEndpoint"),
+        ("sagemaker", "CreateInferenceComponent"),
+        ("application-autoscaling", "RegisterScalableTarget"),
+        ("application-autoscaling", "PutScalingPolicy"),
     ]
-    env = requests["CreateModel"]["PrimaryContainer"]["Environment"]
+    env = calls[0]["params"]["PrimaryContainer"]["Environment"]
     assert env["HF_MODEL_QUANTIZE"] == "bitsandbytes"
-    assert (env["MAX_INPUT_LENGTH"], env["MAX_TOTAL_TOKENS"]) == ("2048", "4096")
+    assert (env["MAX_INPUT_TOKENS"], env["MAX_TOTAL_TOKENS"]) == ("2048", "4096")
     assert env["HUGGING_FACE_HUB_TOKEN"] == env["HF_TOKEN"] == "***"
     assert "hf_secret_value" not in out
-    policy = requests["PutScalingPolicy"]["TargetTrackingScalingPolicyConfiguration"]
+    policy = calls[5]["params"]["TargetTrackingScalingPolicyConfiguration"]
     assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
         "SageMakerInferenceComponentInvocationsPerCopy"
     )
     assert out[end:].strip().splitlines()[-1] == (
         "LLM_BACKEND=sagemaker LLM_SAGEMAKER_ENDPOINT_NAME=llmtwin "
-        "LLM_SAGEMAKER_INFERENCE_COMPONENT=llmtwin-ic AWS_REGION=eu-central-1"
+        "LLM_SAGEMAKER_INFERENCE_COMPONENT=llmtwin-ic LLM_SAGEMAKER_REGION=eu-central-1"
     )
+    assert main(["deploy", "--dry-run"]) == 0  # the old verb: same output
+    assert capsys.readouterr().out == out
 
-    assert main(["teardown", "--dry-run", "--preset", "30b-a100"]) == 0
-    assert list(json.loads(capsys.readouterr().out)) == [
+    assert main(["down", "--dry-run", "--profile", "a100-30b"]) == 0
+    assert [c["operation"] for c in json.loads(capsys.readouterr().out)] == [
         "DeleteScalingPolicy",
         "DeregisterScalableTarget",
         "DeleteInferenceComponent",
@@ -349,39 +435,35 @@ def test_dry_run_prints_the_requests_with_the_token_masked(
     ]
 
 
-def test_model_step_and_deletes_are_idempotent_on_moto() -> None:
+def test_create_model_request_is_accepted_by_moto() -> None:
     with mock_aws():
-        deployer, sagemaker = _deployer(None, hf_token="hf_x")
-        assert deployer.create_model() is True
-        assert deployer.create_model() is False
-        model = sagemaker.describe_model(ModelName="llmtwin-model")
-        assert model["PrimaryContainer"]["Environment"]["HF_MODEL_ID"] == "mlabonne/TwinLlama-3.1-8B-DPO"
+        session = boto3.session.Session(region_name=REGION)
+        sagemaker = session.client("sagemaker")
+        plan = build_plan(DeploySettings(role_arn=ROLE, region=REGION, hf_token=SecretStr("hf_x")))
+        # moto lacks the rest of up (see the module docstring); the model is where the TGI env lives.
+        sagemaker.create_model(**plan.create_model)
+        model = sagemaker.describe_model(ModelName=plan.model_name)
+        assert model["PrimaryContainer"] == plan.create_model["PrimaryContainer"]
         assert model["ExecutionRoleArn"] == ROLE
-
-        for _ in range(2):
-            deployer.delete_endpoint()
-            deployer.delete_endpoint_config()
-            deployer.delete_model()
+        sagemaker.delete_model(ModelName=plan.model_name)
         assert sagemaker.list_models()["Models"] == []
 
 
-def test_deploy_creates_everything_once_and_a_rerun_changes_nothing(plane: tuple[ControlPlane, str]) -> None:
+def test_up_sends_the_plan_in_order_waits_with_progress_and_a_rerun_changes_nothing(
+    plane: tuple[ControlPlane, str],
+) -> None:
     state, url = plane
-    deployer, _ = _deployer(url, max_copies=3)
+    progress: list[str] = []
+    deployer, _ = _deployer(url, progress, max_copies=3, hf_token=SecretStr("hf_x"))
 
-    deployer.deploy()
+    sent = deployer.up()
 
-    creates = [c for c in state.calls if c.startswith(("Create", "Register", "Put"))]
-    assert creates == [
-        "CreateModel",
-        "CreateEndpointConfig",
-        "CreateEndpoint",
-        "CreateInferenceComponent",
-        "RegisterScalableTarget",
-        "PutScalingPolicy",
-    ]
+    # Exactly the planned requests, as the server received them through botocore's serializer.
+    assert state.writes() == [(c.operation, c.params) for c in deployer.plan.up_calls()]
+    assert sent == deployer.plan.up_calls()
     assert state.endpoints["llmtwin"]["EndpointStatus"] == "InService"
-    assert state.targets["inference-component/llmtwin-ic"]["MaxCapacity"] == 3
+    assert "endpoint llmtwin: Creating (0m00s)" in progress
+    assert any(p.startswith("inference component llmtwin-ic: InService after") for p in progress)
     assert {(r.kind, r.state) for r in deployer.status()} == {
         ("model", "exists"),
         ("endpoint-config", "exists"),
@@ -391,21 +473,74 @@ def test_deploy_creates_everything_once_and_a_rerun_changes_nothing(plane: tuple
         ("scaling-policy", "TargetTrackingScaling"),
     }
 
-    state.calls.clear()
-    deployer.deploy()
-    assert [c for c in state.calls if c.startswith("Create")] == []
+    state.requests.clear()
+    assert deployer.up() == []
+    assert state.writes() == []
+    assert _deployer(url, max_copies=3, hf_token=SecretStr("hf_x"))[0].up() == []  # a fresh process: same answer
 
 
-def test_teardown_deletes_in_reverse_order_and_a_second_run_is_a_no_op(plane: tuple[ControlPlane, str]) -> None:
+def test_a_changed_setting_updates_only_what_must_change(plane: tuple[ControlPlane, str]) -> None:
     state, url = plane
+    first, _ = _deployer(url)
+    first.up()
+    old = first.plan
+
+    # The scaling target: only the policy changes.
+    state.requests.clear()
+    _deployer(url, target_invocations_per_copy=3)[0].up()
+    assert _ops(state.writes()) == ["PutScalingPolicy"]
+    assert state.policies[old.scaling_policy_name]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 3
+
+    # A container limit: a new model, the component switched to it, the old model deleted.
+    state.requests.clear()
+    longer, _ = _deployer(url, target_invocations_per_copy=3, max_total_tokens=8192)
+    longer.up()
+    new_model = longer.plan.model_name
+    assert state.writes() == [
+        ("CreateModel", longer.plan.create_model),
+        (
+            "UpdateInferenceComponent",
+            {
+                "InferenceComponentName": "llmtwin-ic",
+                "Specification": longer.plan.create_inference_component["Specification"],
+            },
+        ),
+        ("DeleteModel", {"ModelName": old.model_name}),
+    ]
+    assert list(state.models) == [new_model]
+    assert state.components["llmtwin-ic"]["Specification"]["ModelName"] == new_model
+
+    # More copies: a new endpoint config (instances) + UpdateEndpoint, copies raised, autoscaling range.
+    state.requests.clear()
+    more, _ = _deployer(url, target_invocations_per_copy=3, max_total_tokens=8192, min_copies=2, max_copies=4)
+    more.up()
+    assert state.writes() == [
+        ("CreateEndpointConfig", more.plan.create_endpoint_config),
+        ("UpdateEndpoint", {"EndpointName": "llmtwin", "EndpointConfigName": more.plan.endpoint_config_name}),
+        ("UpdateInferenceComponent", {"InferenceComponentName": "llmtwin-ic", "RuntimeConfig": {"CopyCount": 2}}),
+        ("RegisterScalableTarget", more.plan.register_scalable_target),
+        ("DeleteEndpointConfig", {"EndpointConfigName": old.endpoint_config_name}),
+    ]
+    assert list(state.configs) == [more.plan.endpoint_config_name]
+    assert state.endpoints["llmtwin"]["EndpointConfigName"] == more.plan.endpoint_config_name
+    assert state.components["llmtwin-ic"]["RuntimeConfig"]["DesiredCopyCount"] == 2
+
+    state.requests.clear()
+    assert more.up() == []
+
+
+def test_down_deletes_the_live_resources_in_reverse_order_and_a_second_run_is_a_no_op(
+    plane: tuple[ControlPlane, str],
+) -> None:
+    state, url = plane
+    _deployer(url, max_total_tokens=8192, instance_type="ml.g5.4xlarge")[0].up()
+    state.requests.clear()
+    # Run with the default settings: the live model and config names differ from its plan, and still go.
     deployer, _ = _deployer(url)
-    deployer.deploy()
-    state.calls.clear()
 
-    deployer.teardown()
+    deployer.down()
 
-    deletes = [c for c in state.calls if c.startswith(("Delete", "Deregister"))]
-    assert deletes == [
+    assert _ops(state.writes()) == [
         "DeleteScalingPolicy",
         "DeregisterScalableTarget",
         "DeleteInferenceComponent",
@@ -415,25 +550,60 @@ def test_teardown_deletes_in_reverse_order_and_a_second_run_is_a_no_op(plane: tu
     ]
     assert not (state.models or state.configs or state.endpoints or state.components or state.targets)
 
-    state.calls.clear()
-    deployer.teardown()
-    assert [c for c in state.calls if c.startswith(("Delete", "Deregister"))] == [
-        "DeleteEndpointConfig",  # these two delete directly and take "Could not find" as done
-        "DeleteModel",
-    ]
+    state.requests.clear()
+    assert deployer.down() == []
+    assert state.writes() == []
     assert all(r.state is None for r in deployer.status())
 
 
-def test_a_failed_endpoint_stops_deploy_with_the_reason(plane: tuple[ControlPlane, str]) -> None:
+def test_a_failed_endpoint_stops_up_with_the_reason(plane: tuple[ControlPlane, str]) -> None:
     state, url = plane
     state.endpoint_failure = "Insufficient capacity for ml.g5.2xlarge"
 
-    with pytest.raises(DeployError, match="Insufficient capacity"):
-        _deployer(url)[0].deploy()
+    with pytest.raises(DeployError, match=r"Insufficient capacity.*run down, then up"):
+        _deployer(url)[0].up()
     assert "CreateInferenceComponent" not in state.calls
 
 
-def test_cli_deploys_reports_and_tears_down(
+@pytest.mark.parametrize(
+    ("operation", "code", "expected"),
+    [
+        (
+            "CreateEndpoint",
+            "ResourceLimitExceeded",
+            r"quota exceeded .*'ml.g5.2xlarge for endpoint usage' .*eu-central-1",
+        ),
+        ("CreateModel", "AccessDeniedException", r"CreateModel: permission denied .*sagemaker:CreateModel"),
+        (
+            "RegisterScalableTarget",
+            "AccessDeniedException",
+            r"permission denied .*application-autoscaling:RegisterScalableTarget",
+        ),
+    ],
+)
+def test_quota_and_permission_errors_say_what_to_do(
+    plane: tuple[ControlPlane, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    operation: str,
+    code: str,
+    expected: str,
+) -> None:
+    state, url = plane
+    state.errors[operation] = AwsError(code, "The account-level service limit is 0 Instances / not authorized.")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url)
+    monkeypatch.setenv("LLMTWIN_SM_ROLE_ARN", ROLE)
+    monkeypatch.setenv("LLMTWIN_SM_POLL_INTERVAL_S", "0.01")
+
+    assert main(["up"]) == 1
+
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: ")
+    assert re.search(expected, err), err
+
+
+def test_cli_up_status_down(
     plane: tuple[ControlPlane, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state, url = plane
@@ -441,16 +611,26 @@ def test_cli_deploys_reports_and_tears_down(
     monkeypatch.setenv("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url)
     monkeypatch.setenv("LLMTWIN_SM_ROLE_ARN", ROLE)
     monkeypatch.setenv("LLMTWIN_SM_ENDPOINT_NAME", "twin")
+    monkeypatch.setenv("LLMTWIN_SM_HF_TOKEN", "hf_secret_value")
     monkeypatch.setenv("LLMTWIN_SM_POLL_INTERVAL_S", "0.01")
 
-    assert main(["deploy"]) == 0
-    assert "LLM_SAGEMAKER_ENDPOINT_NAME=twin LLM_SAGEMAKER_INFERENCE_COMPONENT=twin-ic" in capsys.readouterr().out
+    assert main(["up"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("6 change(s) applied")
+    assert "LLM_SAGEMAKER_ENDPOINT_NAME=twin LLM_SAGEMAKER_INFERENCE_COMPONENT=twin-ic" in out
+    assert "endpoint twin: InService after" in err
+    assert "hf_secret_value" not in out + err
+    assert main(["up"]) == 0
+    assert capsys.readouterr().out.startswith("up to date, nothing changed")
 
     assert main(["status"]) == 0
     status = capsys.readouterr().out
     assert "endpoint" in status and "InService" in status and "absent" not in status
 
-    assert main(["teardown"]) == 0
+    assert main(["down"]) == 0
+    assert capsys.readouterr().out.startswith("deleted 6 resource(s) of twin")
+    assert main(["teardown"]) == 0  # the old verb
+    assert capsys.readouterr().out.startswith("nothing to delete")
     assert main(["status"]) == 0
     assert capsys.readouterr().out.count("absent") == 6
     assert state.calls.count("CreateModel") == 1
