@@ -330,6 +330,7 @@ def test_a100_30b_profile_shards_the_model_unquantized_over_eight_a100s() -> Non
 def test_image_is_pinned_per_region() -> None:
     assert image_uri_for("af-south-1").startswith("626614931356.dkr.ecr.af-south-1.amazonaws.com/")
     assert image_uri_for("us-east-1").startswith("763104351884.dkr.ecr.us-east-1.amazonaws.com/")
+    assert image_uri_for("ap-northeast-3").startswith("364406365360.dkr.ecr.ap-northeast-3.amazonaws.com/")
     with pytest.raises(ValueError, match="LLMTWIN_SM_IMAGE_URI"):
         build_plan(DeploySettings(region="xx-nowhere-1"))
     assert build_plan(DeploySettings(region="xx-nowhere-1", image_uri="1.dkr.ecr.x/tgi:1")).create_model
