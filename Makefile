@@ -57,12 +57,13 @@ test-fast: install
 up: install
 	$(PY) -m scripts.up
 
-# Benchmarks print their figures (about 8 minutes in all on 2 cores); see the README and docs/evaluation.md.
+# Every layer side by side, one run (~8 minutes on 2 cores; BENCH_FLAGS=--quick: ~4): writes docs/bench/
+# (results.json, results.md with the targets table, PNG plots). Quality and store figures, separately:
+# bench/rag_eval.py, bench/store_bench.py (README "Benchmarks").
+BENCH_FLAGS ?=
 bench: install
-	$(PY) bench/llm_bench.py --tokens 20000
-	$(PY) bench/store_bench.py
-	$(PY) bench/rag_bench.py
-	$(PY) bench/rag_eval.py
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PIP) install -q -e '.[bench]'
+	$(PY) bench/run_all.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) var

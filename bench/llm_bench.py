@@ -147,15 +147,19 @@ def spawn_llm(backend: str, logs: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"127.0.0.1:{port}"
 
 
-async def main() -> None:
-    """Runs the whole benchmark and prints the comparison."""
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=2000, help="tokens per stream for echo and the reference")
     parser.add_argument("--embedded-tokens", type=int, default=64)
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--target", help="benchmark an already running LLM service instead (its own backend)")
     parser.add_argument("--skip-embedded", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
+    """Runs the whole benchmark, prints the comparison and returns the figures per server and level."""
     levels = [int(x) for x in args.levels.split(",")]
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
@@ -164,22 +168,22 @@ async def main() -> None:
         f"{'tok/s':>10} {'tok/cpu-s':>11}\n{'':<15}{'(ms)':>9} {'(ms)':>9} {'(us)':>9} {'(us)':>9}"
     )
     if args.target:
-        await bench_llm(args.target, None, "target", args.tokens, levels)
-        return
+        return {"target": await bench_llm(args.target, None, "target", args.tokens, levels)}
+    out: dict[str, dict[int, dict]] = {}
     ref_port = free_port()
     ref = subprocess.Popen([sys.executable, __file__, "--serve-reference", str(ref_port)])
     procs = [ref]
     try:
-        reference = await bench_reference(ref_port, ref.pid, args.tokens, levels)
+        out["reference"] = reference = await bench_reference(ref_port, ref.pid, args.tokens, levels)
         ref.terminate()
         echo, target = spawn_llm("echo", logs)
         procs.append(echo)
-        ours = await bench_llm(target, echo.pid, "echo", args.tokens, levels)
+        out["echo"] = ours = await bench_llm(target, echo.pid, "echo", args.tokens, levels)
         echo.terminate()
         if not args.skip_embedded:
             emb, target = spawn_llm("embedded", logs)
             procs.append(emb)
-            await bench_llm(target, emb.pid, "embedded", args.embedded_tokens, levels)
+            out["embedded"] = await bench_llm(target, emb.pid, "embedded", args.embedded_tokens, levels)
         print("\necho relay vs bare grpc.aio loop (server CPU-bound rate, same run):")
         for level in levels:
             ratio = ours[level]["tok_per_cpu_s"] / reference[level]["tok_per_cpu_s"]
@@ -194,6 +198,12 @@ async def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+    return out
+
+
+async def main() -> None:
+    """Runs the benchmark from the command line."""
+    await run(build_parser().parse_args())
 
 
 if __name__ == "__main__":
