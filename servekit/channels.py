@@ -24,7 +24,7 @@ RECONNECT_MAX_MS = 2000
 
 
 def service_config(*, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict[str, Any]:
-    """The service config: round_robin, and a retry policy on UNAVAILABLE for every method."""
+    """The service config: round_robin, and a retry policy (UNAVAILABLE, CANCELLED) for every method."""
     config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
     if max_attempts > 1:
         config["methodConfig"] = [
@@ -36,7 +36,10 @@ def service_config(*, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict[str, Any
                     "initialBackoff": "0.05s",
                     "maxBackoff": "0.5s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    # CANCELLED too: a server shutting down answers CANCELLED, not UNAVAILABLE, to calls it had
+                    # received but not yet handed to a handler (grpc/grpc#41785). Retries happen only before
+                    # the first response message, and a call our side cancels is never retried.
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]

@@ -195,6 +195,6 @@ async def test_service_config_retries_only_unavailable_with_round_robin() -> Non
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     [method] = config["methodConfig"]
     assert method["name"] == [{}]
-    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
     assert method["retryPolicy"]["maxAttempts"] == 3
     assert "methodConfig" not in service_config(max_attempts=1)

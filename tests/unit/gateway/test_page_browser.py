@@ -90,7 +90,7 @@ async def test_answer_streams_in_after_the_sources_and_stop_cancels_it(
 
     await page.screenshot(path=str(_artifact("chat_page.png")), full_page=True)
     await page.click("#stop")
-    await asyncio.wait_for(fake.cancelled.wait(), timeout=2)
+    await asyncio.wait_for(fake.cancelled.wait(), timeout=10)  # generous: a loaded machine is slow
 
     stopped = await answer_text(page)
     await asyncio.sleep(0.3)
