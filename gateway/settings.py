@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from servekit.settings import CommaList, CommaSecrets
 
 
 class Settings(BaseSettings):
@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     port: int = Field(default=8000, description="HTTP port.")
     rag_target: str = Field(default="127.0.0.1:50051", description="host:port of the RAG gRPC service.")
-    cors_origins: Annotated[list[str], NoDecode] = Field(
+    cors_origins: CommaList = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty disables CORS."
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1, description="Largest request body accepted.")
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     tls_client_ca_file: str = Field(
         default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
     )
-    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+    auth_tokens: CommaSecrets = Field(
         default_factory=list, description="Comma-separated bearer tokens for /v1/* and /metrics; empty: no auth."
     )
     auth_open_health: bool = Field(default=True, description="/healthz and /readyz answer without a token.")
@@ -41,11 +41,3 @@ class Settings(BaseSettings):
     rag_tls_key_file: str = Field(default="", description="PEM private key of rag_tls_cert_file.")
     rag_tls_server_name: str = Field(default="", description="Name to verify in the RAG service's certificate.")
     rag_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the RAG service.")
-
-    @field_validator("cors_origins", "auth_tokens", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        # An env var is one string; a comma list reads better there than JSON.
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value

@@ -15,9 +15,7 @@ from llm_service.servicer import LlmServicer
 from llm_service.settings import Settings
 from llmtwin.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from servekit.admission import Admission
-from servekit.auth import server_interceptors
-from servekit.grpc_app import GrpcApp, watch_health
-from servekit.tls import ServerTls
+from servekit.grpc_app import secured_app, watch_health
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = llm_service_pb2.DESCRIPTOR.services_by_name["LlmService"].full_name
@@ -32,14 +30,7 @@ class LlmServer:
         self.admission = Admission(settings.max_concurrent, settings.max_queued, settings.queue_timeout_s)
         metrics.IN_FLIGHT.set_function(lambda: self.admission.in_flight)
         metrics.QUEUED.set_function(lambda: self.admission.waiting)
-        self.tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-        auth = server_interceptors(
-            settings.auth_tokens,
-            DOMAIN,
-            open_health=settings.auth_open_health,
-            open_reflection=settings.auth_open_reflection,
-        )
-        self.app = GrpcApp(SERVICE_NAME, interceptors=auth)
+        self.app, self.tls = secured_app(SERVICE_NAME, DOMAIN, settings)
         servicer = LlmServicer(Generator(self.backend, self.admission), settings)
         llm_service_pb2_grpc.add_LlmServiceServicer_to_server(servicer, self.app.server)
         self._health_task: asyncio.Task[None] | None = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from servekit.settings import CommaSecrets
 
 
 class Settings(BaseSettings):
@@ -69,16 +71,8 @@ class Settings(BaseSettings):
     tls_client_ca_file: str = Field(
         default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
     )
-    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+    auth_tokens: CommaSecrets = Field(
         default_factory=list, description="Comma-separated bearer tokens accepted; empty: no authentication."
     )
     auth_open_health: bool = Field(default=True, description="grpc.health.v1 answers without a token.")
     auth_open_reflection: bool = Field(default=True, description="Server reflection answers without a token.")
-
-    @field_validator("auth_tokens", mode="before")
-    @classmethod
-    def _split_tokens(cls, value: object) -> object:
-        # An env var is one string; a comma list reads better there than JSON.
-        if isinstance(value, str):
-            return [token.strip() for token in value.split(",") if token.strip()]
-        return value

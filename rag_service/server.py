@@ -19,9 +19,8 @@ from rag_service.settings import Settings
 from rag_service.store import open_store
 from rag_service.tracing import Tracer, make_tracer
 from servekit.admission import Admission
-from servekit.auth import server_interceptors
-from servekit.grpc_app import GrpcApp, watch_health
-from servekit.tls import ClientTls, ServerTls
+from servekit.grpc_app import secured_app, watch_health
+from servekit.tls import ClientTls
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = rag_service_pb2.DESCRIPTOR.services_by_name["RagService"].full_name
@@ -34,7 +33,6 @@ class RagServer:
         self.settings = settings
         self._embedder = embedder
         self._tracer = tracer
-        self.tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self.llm_tls = ClientTls(
             settings.llm_tls,
             settings.llm_tls_ca_file,
@@ -42,13 +40,7 @@ class RagServer:
             settings.llm_tls_key_file,
             settings.llm_tls_server_name,
         )
-        auth = server_interceptors(
-            settings.auth_tokens,
-            DOMAIN,
-            open_health=settings.auth_open_health,
-            open_reflection=settings.auth_open_reflection,
-        )
-        self.app = GrpcApp(SERVICE_NAME, interceptors=auth)
+        self.app, self.tls = secured_app(SERVICE_NAME, DOMAIN, settings)
         self.admission = Admission(settings.max_concurrent, settings.max_queued, settings.queue_timeout_s)
         metrics.IN_FLIGHT.set_function(lambda: self.admission.in_flight)
         self.rag: Rag | None = None

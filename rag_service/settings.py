@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from servekit.settings import CommaSecrets
 
 
 class Settings(BaseSettings):
@@ -80,7 +82,7 @@ class Settings(BaseSettings):
     tls_client_ca_file: str = Field(
         default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
     )
-    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+    auth_tokens: CommaSecrets = Field(
         default_factory=list, description="Comma-separated bearer tokens accepted; empty: no authentication."
     )
     auth_open_health: bool = Field(default=True, description="grpc.health.v1 answers without a token.")
@@ -91,11 +93,3 @@ class Settings(BaseSettings):
     llm_tls_key_file: str = Field(default="", description="PEM private key of llm_tls_cert_file.")
     llm_tls_server_name: str = Field(default="", description="Name to verify in the LLM service's certificate.")
     llm_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the LLM service.")
-
-    @field_validator("auth_tokens", mode="before")
-    @classmethod
-    def _split_tokens(cls, value: object) -> object:
-        # An env var is one string; a comma list reads better there than JSON.
-        if isinstance(value, str):
-            return [token.strip() for token in value.split(",") if token.strip()]
-        return value

@@ -6,14 +6,18 @@ import asyncio
 import logging
 import signal
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
+from pydantic import SecretStr
 
+from servekit.auth import server_interceptors
 from servekit.decoding import DecodeErrorInterceptor
+from servekit.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,29 @@ class GrpcApp:
         if drain_s:
             await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
+
+
+class SecuritySettings(Protocol):
+    """The TLS and bearer-token settings every gRPC service has."""
+
+    tls_cert_file: str
+    tls_key_file: str
+    tls_client_ca_file: str
+    auth_tokens: list[SecretStr]
+    auth_open_health: bool
+    auth_open_reflection: bool
+
+
+def secured_app(service_name: str, domain: str, settings: SecuritySettings) -> tuple[GrpcApp, ServerTls]:
+    """The service's GrpcApp with its bearer-token check (none without tokens), and its TLS configuration."""
+    auth = server_interceptors(
+        settings.auth_tokens,
+        domain,
+        open_health=settings.auth_open_health,
+        open_reflection=settings.auth_open_reflection,
+    )
+    tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    return GrpcApp(service_name, interceptors=auth), tls
 
 
 def _add_reflection_v1(server: grpc.aio.Server, servicer: object) -> None:

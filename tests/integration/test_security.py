@@ -14,7 +14,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,7 +22,6 @@ import httpx
 import openai
 import prometheus_client
 import pytest
-import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.app import create_app
@@ -44,6 +43,7 @@ from servekit.logs import JsonFormatter
 from servekit.tls import ClientTls, ServerTls, open_channel
 from tests.support.certs import Pki, make_pki
 from tests.support.fake_opik import FakeOpik, running_fake_opik
+from tests.support.gateway import serving
 from tests.support.procs import grpcurl_path
 from tests.support.rag import corpus
 
@@ -139,30 +139,10 @@ class SecuredStack:
         )  # type: ignore[arg-type]
 
 
-@asynccontextmanager
-async def _uvicorn(app: object, settings: GatewaySettings) -> AsyncIterator[str]:
+def _uvicorn(app: object, settings: GatewaySettings) -> AbstractAsyncContextManager[str]:
     tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host="127.0.0.1",
-        port=0,
-        log_config=None,  # records go to the root logger, as `python -m gateway` sets it up
-        log_level="debug",
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-        **tls.uvicorn_options(),
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"https://localhost:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
+    # log_config None: records go to the root logger, as `python -m gateway` sets it up
+    return serving(app, url_host="localhost", log_config=None, log_level="debug", **tls.uvicorn_options())
 
 
 @pytest.fixture

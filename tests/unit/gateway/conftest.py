@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.support.fake_rag import FakeRag, FakeRagServer, serve_fake_rag
+from tests.support.gateway import serving
 
 
 @pytest.fixture
@@ -50,33 +49,14 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield http
 
 
-@asynccontextmanager
-async def _serve(app: FastAPI) -> AsyncIterator[str]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # startup failed: raise its error
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture
 def serve() -> Callable[[FastAPI], AbstractAsyncContextManager[str]]:
     """Runs an app under a real uvicorn server on a loopback port: `async with serve(app) as base_url`."""
-    return _serve
+    return serving
 
 
 @pytest.fixture
 async def base_url(app: FastAPI) -> AsyncIterator[str]:
     """The gateway app served by uvicorn; its base URL."""
-    async with _serve(app) as url:
+    async with serving(app) as url:
         yield url

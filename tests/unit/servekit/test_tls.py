@@ -3,7 +3,6 @@ untrusted peers are refused, mutual TLS requires a client certificate signed by 
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -20,6 +18,7 @@ from starlette.routing import Route
 from servekit.grpc_app import GrpcApp
 from servekit.tls import ClientTls, ServerTls, TlsConfigError, open_channel
 from tests.support.certs import Pki, make_pki
+from tests.support.gateway import serving
 
 
 @pytest.fixture(scope="module")
@@ -115,18 +114,6 @@ async def _hello(request: object) -> PlainTextResponse:
     return PlainTextResponse("hello")
 
 
-async def _uvicorn(tls: ServerTls) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    app = Starlette(routes=[Route("/", _hello)])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **tls.uvicorn_options())
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    return server, task, server.servers[0].sockets[0].getsockname()[1]
-
-
 def _context(pki: Pki, client: bool = False) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=pki.ca)
     if client:
@@ -135,16 +122,14 @@ def _context(pki: Pki, client: bool = False) -> ssl.SSLContext:
 
 
 async def test_uvicorn_serves_https_and_requires_client_certificates_when_configured(pki: Pki) -> None:
-    server, task, port = await _uvicorn(ServerTls(pki.server.cert, pki.server.key, client_ca_file=pki.ca))
-    try:
+    app = Starlette(routes=[Route("/", _hello)])
+    tls = ServerTls(pki.server.cert, pki.server.key, client_ca_file=pki.ca)
+    async with serving(app, url_host="localhost", lifespan="off", **tls.uvicorn_options()) as url:
         async with httpx.AsyncClient(verify=_context(pki, client=True)) as http:
-            assert (await http.get(f"https://localhost:{port}/")).text == "hello"
+            assert (await http.get(url + "/")).text == "hello"
         async with httpx.AsyncClient(verify=_context(pki)) as http:
             with pytest.raises(httpx.TransportError):  # no client certificate: the handshake is refused
-                await http.get(f"https://localhost:{port}/")
+                await http.get(url + "/")
         async with httpx.AsyncClient() as http:
             with pytest.raises(httpx.TransportError):  # plaintext HTTP to a TLS port gets no HTTP answer
-                await http.get(f"http://127.0.0.1:{port}/")
-    finally:
-        server.should_exit = True
-        await task
+                await http.get(url.replace("https://localhost", "http://127.0.0.1") + "/")
