@@ -49,6 +49,7 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, service_names: tuple[str, ...]) -> None:
         self._prefixes = tuple(f"/{name}/" for name in service_names)
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method: handlers do not change
 
     async def intercept_service(
         self,
@@ -60,5 +61,8 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(self._prefixes) or handler.request_deserializer is None:
             return handler
-        # Handlers are namedtuples: a copy with the other deserializer (cheap next to a call).
-        return handler._replace(request_deserializer=_safe(handler.request_deserializer))  # type: ignore[attr-defined,no-any-return]
+        if (wrapped := self._wrapped.get(method)) is None:
+            # Handlers are namedtuples: a copy with the other deserializer, made once per method.
+            wrapped = handler._replace(request_deserializer=_safe(handler.request_deserializer))  # type: ignore[attr-defined]
+            self._wrapped[method] = wrapped
+        return wrapped
