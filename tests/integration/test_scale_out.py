@@ -65,22 +65,29 @@ def _complete(result: object) -> bool:
     return isinstance(result, list) and bool(result) and result[-1].HasField("final")
 
 
+async def _two_replicas(
+    stack: AsyncExitStack, embedder: Embedder, backends: list[EchoBackend], **rag_overrides: object
+) -> tuple[list[RunningRag], rag_service_pb2_grpc.RagServiceStub]:
+    """Two LLM + RAG replica pairs with DOCS ingested, and a stub on a round-robin channel that has reached both."""
+    llms = [await stack.enter_async_context(running_llm(b)) for b in backends]
+    rags = [await stack.enter_async_context(running_rag(llm.target, embedder, **rag_overrides)) for llm in llms]
+    for rag in rags:
+        await rag.ingest(DOCS)
+    channel = client_channel(_target(*rags))
+    stack.push_async_callback(channel.close)
+    stub = rag_service_pb2_grpc.RagServiceStub(channel)
+    # Until both connections are up, round robin has only one address to pick.
+    deadline = asyncio.get_running_loop().time() + 30
+    while not all(b.produced for b in backends):
+        assert asyncio.get_running_loop().time() < deadline, "both replicas answer"
+        await _answer(stub, -1)
+    return rags, stub
+
+
 async def test_two_replicas_share_the_load_and_stopping_one_loses_no_request(embedder: Embedder) -> None:
     backends = [EchoBackend(token_delay_s=0.005), EchoBackend(token_delay_s=0.005)]
     async with AsyncExitStack() as stack:
-        llms = [await stack.enter_async_context(running_llm(b)) for b in backends]
-        rags = [await stack.enter_async_context(running_rag(llm.target, embedder)) for llm in llms]
-        for rag in rags:
-            await rag.ingest(DOCS)
-        channel = client_channel(_target(*rags))
-        stack.push_async_callback(channel.close)
-        stub = rag_service_pb2_grpc.RagServiceStub(channel)
-
-        # Until both connections are up, round robin has only one address to pick.
-        deadline = asyncio.get_running_loop().time() + 30
-        while not all(b.produced for b in backends):
-            assert asyncio.get_running_loop().time() < deadline, "both replicas answer"
-            await _answer(stub, -1)
+        rags, stub = await _two_replicas(stack, embedder, backends)
         start = [b.produced for b in backends]
 
         done: asyncio.Queue[int] = asyncio.Queue()
@@ -104,20 +111,8 @@ async def test_a_killed_replica_loses_only_the_streams_that_had_started(embedder
     (nothing sent yet) are retried on the other replica; only streams already under way are cut."""
     backends = [EchoBackend(token_delay_s=0.02), EchoBackend(token_delay_s=0.02)]
     async with AsyncExitStack() as stack:
-        llms = [await stack.enter_async_context(running_llm(b)) for b in backends]
-        rags = [
-            await stack.enter_async_context(running_rag(llm.target, embedder, max_concurrent=2, max_queued=64))
-            for llm in llms
-        ]
-        for rag in rags:
-            await rag.ingest(DOCS)
-        channel = client_channel(_target(*rags))
-        stack.push_async_callback(channel.close)
-        stub = rag_service_pb2_grpc.RagServiceStub(channel)
+        rags, stub = await _two_replicas(stack, embedder, backends, max_concurrent=2, max_queued=64)
         deadline = asyncio.get_running_loop().time() + 30
-        while not all(b.produced for b in backends):
-            assert asyncio.get_running_loop().time() < deadline, "both replicas answer"
-            await _answer(stub, -1)
 
         request = pb.AnswerRequest(query="What is a KV cache?", parameters=PARAMETERS)
         calls = [asyncio.create_task(_events_until_error(stub, request)) for _ in range(8)]
