@@ -52,6 +52,7 @@ from rag_service.ingest import ingest_via_service  # noqa: E402
 from rag_service.llm_client import Prompt  # noqa: E402
 from rag_service.pipeline.prompt import render  # noqa: E402
 from rag_service.pipeline.self_query import match_author, mentions_a_name  # noqa: E402
+from rag_service.pipeline.sources import group_by_document  # noqa: E402
 from rag_service.types import Author, Chunk, ScoredChunk  # noqa: E402
 from tests.support.procs import free_port, start_module, wait_serving  # noqa: E402
 
@@ -120,6 +121,7 @@ def spawn_rag(llm: Service, store: str, batching: bool, logs: Path) -> Service:
         "RAG_QDRANT_PATH": store,
         "RAG_EMBEDDING_BATCHING": str(batching).lower(),
         "RAG_TRACING": "false",
+        "RAG_CONTEXT_TOKENS": "0",
         "RAG_LOG_LEVEL": "WARNING",
         "OPIK_TRACK_DISABLE": "true",
     }
@@ -251,7 +253,9 @@ def rebuilt_prompt_request(
         for d in context.documents
     ]
     author = Author(context.author.id, context.author.full_name) if context.HasField("author") else None
-    prompt = render(query, hits, author, "chat")
+    # The RAG runs with RAG_CONTEXT_TOKENS=0 here (whole chunks: a prompt that can be rebuilt exactly); its
+    # compressor still embeds the sentences (for the evidence), so that cost stays in the overhead.
+    prompt = render(query, group_by_document(hits), author, "chat")
     (role, system), *rest = prompt.messages
     prompt = Prompt(messages=((role, system[0].lower() + system[1:]), *rest))
     return prompt.to_request(parameters, "bench-direct")

@@ -8,7 +8,8 @@ figures as dicts and writes:
 
 Suites: bench/llm_bench.py (relay vs a bare grpc.aio loop), bench/rag_bench.py (raw embedding rate,
 Retrieve at 1/8/32/64 clients with batching on/off, the RAG's share of TTFT), bench/stack_bench.py
-(pre-retrieval per step, streaming vs blocking, gateway overhead, 200 streams held).
+(pre-retrieval per step, streaming vs blocking, gateway overhead, 200 streams held), bench/answer_eval.py
+(answer quality and time to first token of the embedded default, through the gateway).
 
     .venv/bin/python bench/run_all.py            # ~8 minutes on 2 cores
     .venv/bin/python bench/run_all.py --quick    # ~4 minutes, fewer tokens / seconds / questions
@@ -38,11 +39,13 @@ MODES: dict[str, dict[str, list[str]]] = {
         "llm": ["--tokens", "10000", "--skip-embedded"],
         "rag": ["--duration", "5", "--answers", "40", "--skip-embedded"],
         "stack": ["--questions", "12", "--embedded", "6"],
+        "answer": ["--gateway", "--examples", "0"],
     },
     "quick": {
         "llm": ["--tokens", "3000", "--skip-embedded"],
         "rag": ["--duration", "2", "--answers", "12", "--skip-embedded"],
         "stack": ["--questions", "6", "--stream-tokens", "50", "--rag-stream-tokens", "300"],
+        "answer": ["--gateway", "--examples", "0", "--limit", "8"],
     },
 }
 
@@ -174,7 +177,45 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 None,
             )
         )
+    answer = _get(r, "answer", "configs", "default")
+    baseline = ANSWER_BASELINE
+    out.append(
+        _row(
+            "Answer key-fact recall, embedded default (vs first version's 0.097)",
+            answer and answer["fact_recall"],
+            "{:.3f}",
+            f"≥ {2 * baseline['fact_recall']:.3f} (2×)",
+            lambda v: v >= 2 * baseline["fact_recall"],
+        )
+    )
+    out.append(
+        _row(
+            "Answers that loop, embedded default", answer and 100 * answer["loops"], "{:.0f} %", "0 %", lambda v: v == 0
+        )
+    )
+    out.append(
+        _row(
+            "Answer TTFT p50 through the gateway, embedded default",
+            answer and answer["ttft_p50"],
+            "{:.2f} s",
+            "≤ 1.5 s",
+            lambda v: v <= 1.5,
+        )
+    )
+    out.append(
+        _row(
+            '"I don\'t know" on unanswerable questions, embedded default',
+            answer and 100 * answer["idk"],
+            "{:.0f} %",
+            "—",
+            None,
+        )
+    )
     return out
+
+
+# The first version's default on the same questions (docs/evaluation.md, "Answer quality": before).
+ANSWER_BASELINE = {"fact_recall": 0.097, "loops": 0.56, "ttft_p50": 2.68}
 
 
 def table(r: dict[str, Any]) -> str:
@@ -188,6 +229,18 @@ def table(r: dict[str, Any]) -> str:
 def details(r: dict[str, Any]) -> str:
     """Per-level and per-step tables below the targets."""
     md: list[str] = []
+    answer = r.get("answer", {})
+    if answer.get("configs"):
+        import answer_eval
+
+        md += [
+            f"### Answer quality ({answer['questions']} questions via {answer['via']}, seed {answer['seed']})",
+            "",
+            answer_eval.table(answer["configs"]),
+            "",
+            'Measures: docs/evaluation.md, "Answer quality".',
+            "",
+        ]
     llm = r.get("llm", {})
     if llm.get("echo"):
         md += [
@@ -354,11 +407,12 @@ def plots(r: dict[str, Any], out: Path) -> list[str]:
 
 async def collect(mode: str, only: set[str]) -> dict[str, Any]:
     """Runs the suites of a mode and returns their figures; a failing suite is recorded, the rest still run."""
+    import answer_eval
     import llm_bench
     import rag_bench
     import stack_bench
 
-    suites = {"llm": llm_bench, "rag": rag_bench, "stack": stack_bench}
+    suites = {"llm": llm_bench, "rag": rag_bench, "stack": stack_bench, "answer": answer_eval}
     results: dict[str, Any] = {}
     for name, module in suites.items():
         if only and name not in only:
@@ -400,7 +454,7 @@ def main() -> int:
     """Runs the suites, writes docs/bench/ and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs (~4 minutes)")
-    parser.add_argument("--only", default="", help="comma-separated suites to run: llm,rag,stack")
+    parser.add_argument("--only", default="", help="comma-separated suites to run: llm,rag,stack,answer")
     parser.add_argument("--out", type=Path, default=OUT, help="output directory")
     parser.add_argument("--replot", action="store_true", help="rewrite results.md and plots from results.json")
     args = parser.parse_args()

@@ -71,6 +71,10 @@ def parameters_from_proto(p: pb.GenerationParameters, settings: Settings, max_to
     check(top_k <= MAX_TOP_K, "top_k", f"must be between 0 and {MAX_TOP_K}")
     penalty = p.repetition_penalty if p.HasField("repetition_penalty") else 1.0
     check(math.isfinite(penalty) and 0 < penalty <= 10, "repetition_penalty", "must be in (0, 10]")
+    frequency = p.frequency_penalty if p.HasField("frequency_penalty") else 0.0
+    check(math.isfinite(frequency) and -2 <= frequency <= 2, "frequency_penalty", "must be between -2 and 2")
+    presence = p.presence_penalty if p.HasField("presence_penalty") else 0.0
+    check(math.isfinite(presence) and -2 <= presence <= 2, "presence_penalty", "must be between -2 and 2")
     check(len(p.stop_sequences) <= MAX_STOP_SEQUENCES, "stop_sequences", f"at most {MAX_STOP_SEQUENCES}")
     for i, stop in enumerate(p.stop_sequences):
         check(
@@ -86,6 +90,8 @@ def parameters_from_proto(p: pb.GenerationParameters, settings: Settings, max_to
         top_p=top_p,
         top_k=top_k,
         repetition_penalty=penalty,
+        frequency_penalty=frequency,
+        presence_penalty=presence,
         stop_sequences=tuple(p.stop_sequences),
         seed=p.seed if p.HasField("seed") else None,
         return_logprobs=p.return_logprobs,

@@ -45,6 +45,18 @@ class Settings(BaseSettings):
         description="embedded: llama.cpp CPU threads; 0: all cores but one (the embedder and gRPC loops need one).",
     )
 
+    repeat_last_n: int = Field(
+        default=64, ge=-1, description="embedded: tokens the repetition penalties look back on (-1: the context)."
+    )
+    dry_multiplier: float = Field(
+        default=0.0, ge=0, description="embedded: DRY sampling strength against repeated sequences (0: off)."
+    )
+    dry_base: float = Field(default=1.75, ge=1, description="embedded: DRY penalty growth per repeated token.")
+    dry_allowed_length: int = Field(default=2, ge=1, description="embedded: DRY: repeats this long go unpenalized.")
+    n_cache_reuse: int = Field(
+        default=0, ge=0, description="embedded: reuse cached KV chunks of at least this many tokens (0: prefix only)."
+    )
+
     tgi_url: str = Field(default="http://127.0.0.1:8080", description="tgi: base URL of the TGI server.")
     tgi_timeout_s: float = Field(default=120.0, description="tgi: connect and between-tokens timeout.")
     tgi_token: SecretStr | None = Field(

@@ -32,6 +32,8 @@ class Parameters:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     stop_sequences: tuple[str, ...] = ()
     seed: int | None = None
     return_logprobs: bool = False

@@ -7,6 +7,7 @@ import math
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from rag_service.errors import InvalidArgument
+from rag_service.pipeline.sources import Source
 from rag_service.rag import Final, Options, Retrieval
 from rag_service.settings import Settings
 from rag_service.types import Document, Kind, ScoredChunk
@@ -68,6 +69,10 @@ def check_parameters(p: llm_pb.GenerationParameters) -> None:
         math.isfinite(p.repetition_penalty) and 0 < p.repetition_penalty <= 10
     ):
         violations.append(("parameters.repetition_penalty", "must be in (0, 10]"))
+    for name in ("frequency_penalty", "presence_penalty"):
+        value = getattr(p, name)
+        if p.HasField(name) and not (math.isfinite(value) and -2 <= value <= 2):
+            violations.append((f"parameters.{name}", "must be between -2 and 2"))
     if len(p.stop_sequences) > 8 or any(not 0 < len(s) <= 64 for s in p.stop_sequences):
         violations.append(("parameters.stop_sequences", "at most 8, each 1 to 64 characters"))
     if violations:
@@ -91,10 +96,32 @@ def document_to_proto(hit: ScoredChunk) -> pb.RetrievedDocument:
     )
 
 
+def source_to_proto(source: Source) -> pb.Source:
+    """A source document of the context, its chunks' scores and its evidence."""
+    c = source.best.chunk
+    return pb.Source(
+        number=source.number,
+        document_id=c.document_id,
+        kind=KIND_TO_PB[c.kind],
+        author_id=c.author_id,
+        author_full_name=c.author_full_name,
+        title=c.title,
+        link=c.link,
+        score=source.score,
+        chunks=[
+            pb.SourceChunk(chunk_index=h.chunk.chunk_index, score=h.score, vector_score=h.vector_score)
+            for h in source.chunks
+        ],
+        evidence=source.evidence,
+    )
+
+
 def context_to_proto(retrieval: Retrieval) -> pb.AnswerContext:
     """The context event."""
     context = pb.AnswerContext(
-        documents=[document_to_proto(d) for d in retrieval.documents], expanded_queries=retrieval.queries
+        documents=[document_to_proto(d) for d in retrieval.documents],
+        expanded_queries=retrieval.queries,
+        sources=[source_to_proto(s) for s in retrieval.sources],
     )
     if retrieval.author:
         context.author.CopyFrom(pb.Author(id=retrieval.author.id, full_name=retrieval.author.full_name))
@@ -122,6 +149,9 @@ def final_to_proto(final: Final, request_id: str) -> pb.AnswerFinal:
         time_to_first_token_s=final.ttft_s,
         total_time_s=final.total_s,
         model_id=final.model_id,
+        citations=[
+            pb.Citation(number=s.number, document_id=s.document_id, title=s.title, link=s.link) for s in final.citations
+        ],
     )
 
 

@@ -62,6 +62,11 @@ class LlmClient:
             self._info = await self._call(self._stub.GetModelInfo(llm_pb.GetModelInfoRequest(), timeout=timeout))
         return self._info
 
+    @property
+    def cached_info(self) -> llm_pb.GetModelInfoResponse | None:
+        """The model info once a GetModelInfo call has succeeded, else None (never calls out)."""
+        return self._info
+
     async def count_tokens(self, prompt: Prompt, timeout: float | None = 5.0) -> int:
         """Tokens the model sees for this prompt."""
         response = await self._call(self._stub.CountTokens(prompt.count_request(), timeout=timeout))

@@ -17,3 +17,4 @@ ANSWER_TTFT = Histogram(
     "rag_answer_time_to_first_token_seconds", "Request arrival to first answer token.", buckets=_LATENCY
 )
 INGESTED_CHUNKS = Counter("rag_ingested_chunks_total", "Chunks written by ingestion.")
+LOOPS_STOPPED = Counter("rag_answer_loops_stopped_total", "Answers the loop guard stopped because they repeated.")

@@ -17,11 +17,14 @@ from rag_service import metrics
 from rag_service.embedding import Embedder
 from rag_service.errors import InvalidArgument, ServiceError
 from rag_service.llm_client import LlmClient
+from rag_service.pipeline.compress import Compressor
 from rag_service.pipeline.expand import expand_query
+from rag_service.pipeline.loops import LoopGuard
 from rag_service.pipeline.prompt import TEMPLATE_VERSION, fit_prompt
 from rag_service.pipeline.rerank import Reranker, VectorOrder
 from rag_service.pipeline.search import dedupe, search_all
-from rag_service.pipeline.self_query import extract_author, normalize
+from rag_service.pipeline.self_query import Named, extract_author, normalize
+from rag_service.pipeline.sources import Source, cited, group_by_document
 from rag_service.settings import Settings
 from rag_service.store.base import VectorStore
 from rag_service.tracing import Tracer, TraceRecorder
@@ -46,12 +49,14 @@ class Options:
 
 @dataclass(slots=True)
 class Retrieval:
-    """The ranked context and how it was found."""
+    """The ranked context and how it was found: chunks best first, and the same grouped by document."""
 
     documents: list[ScoredChunk]
     queries: list[str]
     author: Author | None
     timings: dict[str, float] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+    unknown_person: str = ""  # a person the query asks about who is not an author in the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,7 @@ class Final:
     ttft_s: float
     total_s: float
     model_id: str
+    citations: list[Source] = field(default_factory=list)
 
 
 class Rag:
@@ -94,6 +100,7 @@ class Rag:
         self.llm = llm
         self.reranker = reranker
         self.tracer = tracer
+        self.compressor = Compressor(embedder.embed)
         self._authors: list[Author] | None = None
 
     async def authors(self) -> list[Author]:
@@ -116,8 +123,22 @@ class Rag:
         known = ", ".join(a.full_name for a in authors) or "none yet"
         raise InvalidArgument({"options.author": f"unknown author {name!r}; authors in the store: {known}"})
 
-    async def retrieve(self, query: str, options: Options, rec: TraceRecorder) -> Retrieval:
-        """Pre-retrieval (concurrently), retrieval (every query × collection), post-retrieval."""
+    def context_budget(self, backend: int | None) -> int:
+        """Estimated tokens of context the prompt gets (0: whole chunks), by LLM backend kind when known."""
+        if self.settings.context_tokens >= 0:
+            return self.settings.context_tokens
+        if backend is None:
+            info = self.llm.cached_info
+            backend = info.backend if info is not None else llm_pb.BACKEND_KIND_EMBEDDED
+        if backend == llm_pb.BACKEND_KIND_EMBEDDED:
+            return self.settings.context_tokens_embedded
+        return self.settings.context_tokens_remote
+
+    async def retrieve(
+        self, query: str, options: Options, rec: TraceRecorder, *, context_budget: int | None = None
+    ) -> Retrieval:
+        """Pre-retrieval (concurrently), retrieval (every query × collection), post-retrieval (dedupe, rerank,
+        grouping by document, compression to `context_budget` estimated tokens; default: by backend)."""
         timings: dict[str, float] = {}
         author = await self.find_author(options.author) if options.author else None
 
@@ -138,25 +159,25 @@ class Rag:
                 lambda queries: {"queries": queries},
             )
 
-        async def self_query() -> Author | None:
+        async def self_query() -> Named:
             authors = await self.authors()
             return await self._step(
                 "self_query",
                 extract_author(
                     self.llm, query, authors, timeout=self.settings.self_query_timeout_s, request_id=rec.request_id
                 ),
-                None,
+                Named(),
                 timings,
                 rec,
                 {"query": query},
-                lambda a: {"author": a.full_name if a else None},
+                lambda n: {"author": n.author.full_name if n.author else None, "unknown_person": n.unknown_person},
             )
 
         expansions, detected = await asyncio.gather(
             expand() if options.expand_queries else _value([]),
-            self_query() if options.self_query and author is None else _value(None),
+            self_query() if options.self_query and author is None else _value(Named()),
         )
-        author = author or detected
+        author = author or detected.author
         queries = [query, *expansions]
 
         start = time.perf_counter()
@@ -199,9 +220,21 @@ class Rag:
             {"kept": [{"id": f"{d.chunk.document_id}#{d.chunk.chunk_index}", "score": d.score} for d in documents]},
             {"reranker": reranker.name},
         )
+
+        start = time.perf_counter()
+        budget = self.context_budget(None) if context_budget is None else context_budget
+        sources = await self.compressor.compress(vectors[0], group_by_document(documents), budget)
+        timings["compress"] = time.perf_counter() - start
+        rec.add_span(
+            "compress",
+            start,
+            time.perf_counter(),
+            {"documents": len({d.chunk.document_id for d in documents}), "budget_tokens": budget},
+            {"sources": [{"number": s.number, "id": s.document_id, "text": s.text} for s in sources]},
+        )
         for step, seconds in timings.items():
             metrics.STEP_SECONDS.labels(step).observe(seconds)
-        return Retrieval(documents, queries, author, timings)
+        return Retrieval(documents, queries, author, timings, sources, detected.unknown_person)
 
     async def answer(
         self,
@@ -224,17 +257,36 @@ class Rag:
             },
         )
         try:
-            retrieval = await self.retrieve(query, options, rec)
-            yield retrieval
+            info = await self.llm.model_info()
+            retrieval = await self.retrieve(query, options, rec, context_budget=self.context_budget(info.backend))
             timings = retrieval.timings
+            if retrieval.unknown_person and retrieval.author is None:
+                # Someone else's writing would be the twin putting words in a stranger's mouth: say so instead.
+                text = await self._not_an_author(retrieval.unknown_person)
+                retrieval.documents, retrieval.sources = [], []
+                yield retrieval
+                yield Delta(text)
+                total = time.perf_counter() - start
+                rec.set_output(text, {"unknown_person": retrieval.unknown_person})
+                yield Final(
+                    answer=text,
+                    finish_reason=llm_pb.FINISH_REASON_END_OF_SEQUENCE,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    timings=timings,
+                    trace_id=rec.trace_id if rec.sampled else "",
+                    ttft_s=total,
+                    total_s=total,
+                    model_id="",
+                )
+                return
 
             parameters = self._parameters(parameters)
-            info = await self.llm.model_info()
             budget = min(info.max_input_tokens, info.max_total_tokens - parameters.max_new_tokens)
             t0 = time.perf_counter()
             built = await fit_prompt(
                 query,
-                retrieval.documents,
+                retrieval.sources,
                 retrieval.author,
                 style=self.settings.prompt_format,
                 budget=budget,
@@ -249,8 +301,11 @@ class Rag:
                 t0,
                 time.perf_counter(),
                 output=shown,
-                metadata={"prompt_tokens": built.tokens, "truncated_chunks": built.dropped, "budget": budget},
+                metadata={"prompt_tokens": built.tokens, "dropped_sources": built.dropped, "budget": budget},
             )
+            # The context event lists exactly the sources the prompt numbers.
+            retrieval.sources = built.used
+            yield retrieval
 
             t0 = time.perf_counter()
             ttft = 0.0
@@ -261,16 +316,31 @@ class Rag:
             stream = self.llm.stream(
                 built.prompt, parameters, metadata=metadata, timeout=remaining, request_id=request_id
             )
-            async with aclosing(stream) as messages:
+            guard = LoopGuard() if self.settings.loop_guard else None
+            async with aclosing(stream) as messages:  # leaving the block cancels the generation
                 async for message in messages:
                     if message.HasField("final"):
                         final = message.final
                         break
+                    pieces.append(message.token.text)
+                    if guard is not None and guard.feed(message.token.text):
+                        break
                     if not ttft:
                         ttft = time.perf_counter() - start
                         metrics.ANSWER_TTFT.observe(ttft)
-                    pieces.append(message.token.text)
                     yield Delta(message.token.text)
+            if guard is not None and guard.looping:
+                metrics.LOOPS_STOPPED.inc()
+                final = llm_pb.GenerationResult(
+                    text=guard.answer,
+                    finish_reason=llm_pb.FINISH_REASON_REPETITION,
+                    usage=llm_pb.Usage(
+                        prompt_tokens=built.tokens,
+                        completion_tokens=len(pieces),
+                        total_tokens=built.tokens + len(pieces),
+                    ),
+                    model_id=info.model_id,
+                )
             if final is None:
                 raise ServiceError("the LLM stream ended without a final message", reason="LLM_ERROR")
             timings["generate"] = time.perf_counter() - t0
@@ -306,12 +376,19 @@ class Rag:
                 ttft_s=ttft or total,
                 total_s=total,
                 model_id=final.model_id or info.model_id,
+                citations=cited(final.text, built.used),
             )
         except BaseException as exc:
             rec.set_error(exc if not isinstance(exc, GeneratorExit | asyncio.CancelledError) else "cancelled")
             raise
         finally:
             self.tracer.submit(rec)  # never blocks, never raises
+
+    async def _not_an_author(self, person: str) -> str:
+        """The answer to a question about a person whose writing is not in the store."""
+        names = [a.full_name for a in await self.authors()]
+        known = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+        return f"I don't know what {person} thinks: I can only answer from the writing of {known}."
 
     def _parameters(self, given: llm_pb.GenerationParameters) -> llm_pb.GenerationParameters:
         parameters = llm_pb.GenerationParameters()
@@ -320,6 +397,12 @@ class Rag:
             parameters.max_new_tokens = self.settings.default_max_new_tokens
         if not parameters.HasField("temperature"):
             parameters.temperature = self.settings.default_temperature
+        if not parameters.HasField("repetition_penalty"):
+            parameters.repetition_penalty = self.settings.default_repetition_penalty
+        if not parameters.HasField("frequency_penalty") and self.settings.default_frequency_penalty:
+            parameters.frequency_penalty = self.settings.default_frequency_penalty
+        if not parameters.HasField("presence_penalty") and self.settings.default_presence_penalty:
+            parameters.presence_penalty = self.settings.default_presence_penalty
         return parameters
 
     async def _step(self, name, work: Awaitable[T], fallback: T, timings, rec, input, output) -> T:  # type: ignore[no-untyped-def]

@@ -60,6 +60,26 @@ class Settings(BaseSettings):
     )
     default_max_new_tokens: int = Field(default=256, description="max_new_tokens when a request leaves it unset.")
     default_temperature: float = Field(default=0.3, description="temperature when a request leaves it unset.")
+    default_repetition_penalty: float = Field(
+        default=1.0, gt=0, le=10, description="repetition_penalty when a request leaves it unset (1: off)."
+    )
+    default_frequency_penalty: float = Field(
+        default=0.0, ge=-2, le=2, description="frequency_penalty when a request leaves it unset (0: off)."
+    )
+    default_presence_penalty: float = Field(
+        default=0.0, ge=-2, le=2, description="presence_penalty when a request leaves it unset (0: off)."
+    )
+    loop_guard: bool = Field(
+        default=True, description="Stop an answer that starts repeating itself and end it before the repeat."
+    )
+    context_tokens: int = Field(
+        default=-1,
+        ge=-1,
+        description="Context budget in estimated tokens: the sentences closest to the question are kept "
+        "(docs/evaluation.md); 0: whole chunks; -1: by LLM backend (the two settings below).",
+    )
+    context_tokens_embedded: int = Field(default=250, ge=0, description="Context budget for the embedded CPU model.")
+    context_tokens_remote: int = Field(default=1500, ge=0, description="Context budget for TGI, SageMaker and others.")
     max_query_chars: int = Field(default=2000, description="Longest query accepted.")
 
     # Serving

@@ -62,6 +62,8 @@ class EmbeddedBackend:
         ctx_per_slot: int = 2048,
         max_input_tokens: int = 1536,
         n_threads: int = 2,
+        sampling: dict[str, float] | None = None,
+        n_cache_reuse: int = 0,
     ):
         self._path = model_path
         self._model_id = model_id or model_path.name
@@ -69,6 +71,9 @@ class EmbeddedBackend:
         self._ctx_per_slot = ctx_per_slot
         self._max_input = min(max_input_tokens, ctx_per_slot - 1)
         self._n_threads = n_threads
+        # Server-side sampling settings sent with every request (DRY, the repetition penalty's window).
+        self._sampling = dict(sampling or {})
+        self._n_cache_reuse = n_cache_reuse
         self._server: Any = None
         self._http: httpx.AsyncClient | None = None
         # One thread per slot, plus headroom so a finishing call never delays a new one.
@@ -98,6 +103,7 @@ class EmbeddedBackend:
         params.n_ctx = self._ctx_per_slot * self._n_parallel
         params.cpuparams.n_threads = self._n_threads
         params.cpuparams_batch.n_threads = self._n_threads
+        params.n_cache_reuse = self._n_cache_reuse
         params.warmup = False
         params.verbosity = -1
         return xllamacpp.Server(params)
@@ -160,6 +166,10 @@ class EmbeddedBackend:
             "top_k": p.top_k,
             "min_p": 0.0,
             "repeat_penalty": p.repetition_penalty,
+            "frequency_penalty": p.frequency_penalty,
+            "presence_penalty": p.presence_penalty,
+            **self._sampling,
+            "cache_prompt": True,  # reuse the slot's KV for the prompt prefix it shares with the last one
             "stream_options": {"include_usage": True},
         }
         if p.seed is not None:

@@ -27,6 +27,13 @@ def make_backend(settings: Settings) -> Backend:
             ctx_per_slot=settings.ctx_per_slot,
             max_input_tokens=settings.max_input_tokens,
             n_threads=settings.n_threads or default_threads(),
+            sampling={
+                "repeat_last_n": settings.repeat_last_n,
+                "dry_multiplier": settings.dry_multiplier,
+                "dry_base": settings.dry_base,
+                "dry_allowed_length": settings.dry_allowed_length,
+            },
+            n_cache_reuse=settings.n_cache_reuse,
         )
     if settings.backend == "tgi":
         from llm_service.backends.tgi import TgiBackend

@@ -219,6 +219,8 @@ def generate_parameters(p: Parameters) -> dict[str, Any]:
         out["do_sample"] = False
     if p.repetition_penalty != 1.0:
         out["repetition_penalty"] = p.repetition_penalty
+    if p.frequency_penalty:
+        out["frequency_penalty"] = p.frequency_penalty  # TGI's generate route has no presence_penalty
     if p.stop_sequences:
         out["stop"] = list(p.stop_sequences)
     return out
@@ -228,9 +230,14 @@ def chat_parameters(p: Parameters) -> dict[str, Any]:
     """OpenAI-style chat parameters for TGI's chat route.
 
     TGI's chat route itself turns temperature 0 into greedy decoding. It has no top_k nor
-    repetition_penalty (OpenAI's API has neither), so those two are not sent for messages.
+    repetition_penalty (OpenAI's API has neither), so those two are not sent for messages; repetition is
+    controlled there with OpenAI's frequency_penalty and presence_penalty.
     """
     out: dict[str, Any] = {"max_tokens": p.max_new_tokens, "temperature": max(p.temperature, 0.0)}
+    if p.frequency_penalty:
+        out["frequency_penalty"] = p.frequency_penalty
+    if p.presence_penalty:
+        out["presence_penalty"] = p.presence_penalty
     if 0 < p.top_p < 1:
         out["top_p"] = p.top_p
     if p.stop_sequences:

@@ -1,4 +1,9 @@
-"""Augmentation: the prompt template, in the format the model was trained with, fitted to its input limit."""
+"""Augmentation: the prompt template, in the format the model was trained with, fitted to its input limit.
+
+The system instruction is the same for every request and comes first, so an engine that reuses a cached
+prompt prefix (llama.cpp's slots, vLLM's and TGI's prefix caching) prefills it once; what varies (author,
+context, question) follows in the user turn.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ from dataclasses import dataclass, replace
 
 from rag_service.errors import InvalidArgument
 from rag_service.llm_client import Prompt
-from rag_service.types import Author, ScoredChunk
+from rag_service.pipeline.sources import Source
+from rag_service.types import Author
 
-TEMPLATE_VERSION = "twin-v2"
+TEMPLATE_VERSION = "twin-v3"
 
 SYSTEM = (
-    "You are the digital twin of {who}. Answer the question in {whose} voice: first person, the same "
-    "tone, opinions and vocabulary as in the writing below. Use only the facts in the context (the sources "
-    "are shown to the reader separately). If the context does not answer the question, say so plainly."
+    "You are the digital twin of a writer. Answer the question as the writer, in the first person, in a few "
+    "sentences, using only the facts in the numbered context. After each fact, cite its block like [1]. If "
+    "the context does not answer the question, say that you don't know."
 )
 ALPACA = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "
@@ -24,61 +30,64 @@ ALPACA = (
 
 @dataclass(frozen=True, slots=True)
 class BuiltPrompt:
-    """The prompt sent to the model, the context it kept, and its token count."""
+    """The prompt sent to the model, the sources it kept (numbered as in the prompt), and its token count."""
 
     prompt: Prompt
-    used: list[ScoredChunk]
+    used: list[Source]
     tokens: int
     dropped: int
 
 
-def context_block(i: int, hit: ScoredChunk) -> str:
-    """One numbered context block with its source."""
-    c = hit.chunk
-    source = ", ".join(x for x in (c.title, c.kind.value, c.author_full_name, c.link) if x)
-    return f"[{i}] {source}\n{c.content.strip()}"
+def context_block(source: Source) -> str:
+    """One numbered context block: its title and kind, then the text."""
+    head = ", ".join(x for x in (source.title, source.kind.value) if x)
+    return f"[{source.number}] {head}\n{source.text.strip()}"
 
 
-def render(query: str, hits: Sequence[ScoredChunk], author: Author | None, style: str) -> Prompt:
-    """The prompt for these context blocks: chat messages (the model's own template) or Alpaca text."""
-    names = sorted({h.chunk.author_full_name for h in hits})
-    who = author.full_name if author else (names[0] if len(names) == 1 else "the author of the writing below")
-    whose = f"{who}'s" if author or len(names) == 1 else "the author's"
-    system = SYSTEM.format(who=who, whose=whose)
-    context = "\n\n".join(context_block(i, h) for i, h in enumerate(hits, 1)) or "(no context found)"
-    user = f"Context:\n{context}\n\nQuestion: {query}"
+def writer(sources: Sequence[Source], author: Author | None) -> str:
+    """Who the twin is: the author filter, else the one author of the context, else "the author"."""
+    if author:
+        return author.full_name
+    names = sorted({s.author_full_name for s in sources})
+    return names[0] if len(names) == 1 else "the author of the writing below"
+
+
+def render(query: str, sources: Sequence[Source], author: Author | None, style: str) -> Prompt:
+    """The prompt for these sources: chat messages (the model's own template) or Alpaca text."""
+    context = "\n\n".join(context_block(s) for s in sources) or "(no context found)"
+    user = f"Writer: {writer(sources, author)}\n\nContext:\n{context}\n\nQuestion: {query}"
     if style == "alpaca":
-        return Prompt(text=ALPACA.format(instruction=f"{system}\n\n{user}"))
-    return Prompt(messages=(("system", system), ("user", user)))
+        return Prompt(text=ALPACA.format(instruction=f"{SYSTEM}\n\n{user}"))
+    return Prompt(messages=(("system", SYSTEM), ("user", user)))
 
 
 async def fit_prompt(
     query: str,
-    hits: Sequence[ScoredChunk],
+    sources: Sequence[Source],
     author: Author | None,
     *,
     style: str,
     budget: int,
     count: Callable[[Prompt], Awaitable[int]],
 ) -> BuiltPrompt:
-    """The fullest prompt within `budget` tokens: the lowest-ranked context goes first, then the last kept
-    block is shortened; the question is never cut (a question that alone exceeds the budget is rejected)."""
-    kept = list(hits)
+    """The fullest prompt within `budget` tokens: the lowest-ranked source goes first, then the last kept
+    one is shortened; the question is never cut (a question that alone exceeds the budget is rejected)."""
+    kept = list(sources)
     while True:
         prompt = render(query, kept, author, style)
         tokens = await count(prompt)
         if tokens <= budget:
-            return BuiltPrompt(prompt, kept, tokens, len(hits) - len(kept))
+            return BuiltPrompt(prompt, kept, tokens, len(sources) - len(kept))
         if len(kept) > 1:
             kept.pop()
             continue
         if kept:
             # Shorten the one remaining block by the excess, converted to characters at this prompt's ratio.
-            text = kept[0].chunk.content
+            text = kept[0].text
             chars_per_token = _length(prompt) / tokens
             keep_chars = len(text) - int((tokens - budget + 8) * chars_per_token)
             if keep_chars >= 100:
-                kept[0] = replace(kept[0], chunk=replace(kept[0].chunk, content=text[:keep_chars]))
+                kept[0] = replace(kept[0], text=text[:keep_chars])
             else:
                 kept.pop()
             continue

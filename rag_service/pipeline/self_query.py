@@ -6,6 +6,7 @@ import difflib
 import itertools
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from rag_service.llm_client import LlmClient, Prompt
@@ -68,15 +69,40 @@ def mentions_a_name(query: str) -> bool:
     return any(a and b for a, b in itertools.pairwise(capitalized))
 
 
+@dataclass(frozen=True, slots=True)
+class Named:
+    """Who the query asks about: an author in the store, or a person who is not one (by the query's spelling)."""
+
+    author: Author | None = None
+    unknown_person: str = ""
+
+
+def named_in_query(name: str, query: str) -> str:
+    """The name as the query spells it, when it is a full name there (two or more capitalized words in a row);
+    "" otherwise, so that a model's invention or a lone product name never counts as a person."""
+    wanted = normalize(name).split()
+    if len(wanted) < 2 or wanted == ["none"]:
+        return ""
+    words = [w.strip(".,;:!?()\"'’") for w in query.split()]
+    for i in range(len(words) - len(wanted) + 1):
+        span = words[i : i + len(wanted)]
+        if [normalize(w) for w in span] == wanted and all(w[:1].isupper() for w in span):
+            return _POSSESSIVE.sub("", " ".join(span))
+    return ""
+
+
 async def extract_author(
     llm: LlmClient, query: str, authors: list[Author], *, timeout: float, request_id: str
-) -> Author | None:
-    """Fast match first; then, when the query seems to name someone, the LLM with a strict output format."""
+) -> Named:
+    """Fast match first; then, when the query seems to name someone, the LLM with a strict output format.
+    A full name the model extracts that is in the query but matches no author is reported as unknown."""
     if author := match_author(query, authors):
-        return author
+        return Named(author)
     if not authors or not mentions_a_name(query):
-        return None
+        return Named()
     prompt = Prompt(messages=(("system", SYSTEM), ("user", query)))
     parameters = llm_pb.GenerationParameters(max_new_tokens=12, temperature=0, stop_sequences=["\n"])
     result = await llm.generate(prompt, parameters, timeout=timeout, request_id=request_id)
-    return resolve_name(result.text, authors)
+    if author := resolve_name(result.text, authors):
+        return Named(author)
+    return Named(unknown_person=named_in_query(result.text, query))

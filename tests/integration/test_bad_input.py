@@ -289,9 +289,9 @@ async def test_prompt_injection_in_a_document_changes_nothing_but_the_answer_tex
     (request,) = backend.requests
     messages = request.input.messages
     assert messages is not None and [m.role for m in messages] == ["system", "user"]
-    assert messages[0].content == SYSTEM.format(who="Elena Varga", whose="Elena Varga's")  # template intact
+    assert messages[0].content == SYSTEM  # template intact
     user = messages[1].content
-    assert user.startswith("Context:\n") and user.endswith(f"\n\nQuestion: {query}")  # the real question, last
+    assert user.startswith("Writer: Elena Varga\n\nContext:\n") and user.endswith(f"\n\nQuestion: {query}")
     assert user.index("IGNORE PREVIOUS INSTRUCTIONS") < user.rindex("\n\nQuestion: ")  # inside the context
     assert request.parameters.max_new_tokens == 8
 

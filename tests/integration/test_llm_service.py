@@ -45,6 +45,27 @@ async def test_embedded_model_streams_tokens_then_one_final_message():
         assert final.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+async def test_embedded_repetition_controls_reach_llama_cpp():
+    """Greedy decoding of a prompt that invites a loop: each control changes what llama.cpp picks."""
+
+    async def words(parameters: pb.GenerationParameters, **settings: object) -> list[str]:
+        async with running_llm(**settings) as llm:
+            prompt = "Repeat after me: the cat sat on the mat, the cat sat on the mat, the cat sat on the mat,"
+            parameters.MergeFrom(pb.GenerationParameters(max_new_tokens=40, temperature=0))
+            result = (await llm.stub.Generate(pb.GenerateRequest(prompt=prompt, parameters=parameters))).result
+            return result.text.split()
+
+    plain = await words(pb.GenerationParameters())
+    assert len(set(plain)) < len(plain) / 2  # it loops
+    for penalised in (
+        await words(pb.GenerationParameters(repetition_penalty=1.5)),
+        await words(pb.GenerationParameters(frequency_penalty=1.5)),
+        await words(pb.GenerationParameters(presence_penalty=1.5)),
+        await words(pb.GenerationParameters(), dry_multiplier=2.0),  # a service setting: DRY sampling
+    ):
+        assert penalised != plain and len(set(penalised)) / len(penalised) > len(set(plain)) / len(plain)
+
+
 async def test_embedded_unary_generate_counts_tokens_and_describes_the_model():
     async with running_llm() as llm:
         params = pb.GenerationParameters(max_new_tokens=8, temperature=0, seed=1, return_logprobs=True)

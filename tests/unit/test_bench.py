@@ -32,11 +32,13 @@ def _results(relay_cpu_ratio: float, retrieve_p99_ms: float, errors: int) -> dic
 
 def test_quick_mode_flags_parse_with_each_suite() -> None:
     """Every suite accepts the runner's quick flags (no benchmark is run)."""
+    import answer_eval
     import llm_bench
     import rag_bench
     import stack_bench
 
-    for name, module in {"llm": llm_bench, "rag": rag_bench, "stack": stack_bench}.items():
+    suites = {"llm": llm_bench, "rag": rag_bench, "stack": stack_bench, "answer": answer_eval}
+    for name, module in suites.items():
         for mode in run_all.MODES.values():
             module.build_parser().parse_args(mode[name])
 

@@ -141,6 +141,16 @@ async def test_chat_messages_stream_with_usage(backend: SageMakerBackend, sagema
     assert (body["stream"], body["stream_options"], body["stop"]) == (True, {"include_usage": True}, ["wörld"])
 
 
+async def test_repetition_controls_reach_the_container(backend: SageMakerBackend, sagemaker: FakeSageMaker) -> None:
+    penalties = {"repetition_penalty": 1.2, "frequency_penalty": 0.5, "presence_penalty": 0.3}
+    await collect(backend, request(temperature=0.2, **penalties))
+    parameters = sagemaker.invocations[-1]["body"]["parameters"]
+    assert (parameters["repetition_penalty"], parameters["frequency_penalty"]) == (1.2, 0.5)
+    await collect(backend, request(messages=True, temperature=0.2, **penalties))
+    body = sagemaker.invocations[-1]["body"]
+    assert (body["frequency_penalty"], body["presence_penalty"]) == (0.5, 0.3)
+
+
 @pytest.mark.parametrize("exception", ["ModelStreamError", "InternalStreamFailure"])
 async def test_stream_exception_mid_stream_is_backend_error(
     backend: SageMakerBackend, sagemaker: FakeSageMaker, exception: str

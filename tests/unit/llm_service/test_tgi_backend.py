@@ -104,6 +104,22 @@ async def test_sampling_parameters_are_sent_as_tgi_takes_them(backend: TgiBacken
     assert params["details"] is True
 
 
+async def test_repetition_controls_reach_both_tgi_routes(backend: TgiBackend, tgi: FakeTgi) -> None:
+    penalties = {"repetition_penalty": 1.2, "frequency_penalty": 0.5, "presence_penalty": 0.3}
+    await collect(backend, request(temperature=0.2, **penalties))
+    params = tgi.requests[-1]["parameters"]
+    assert (params["repetition_penalty"], params["frequency_penalty"]) == (1.2, 0.5)
+    assert "presence_penalty" not in params  # TGI's generate route has none
+
+    await collect(backend, request(messages=True, temperature=0.2, **penalties))
+    sent = tgi.requests[-1]
+    assert (sent["frequency_penalty"], sent["presence_penalty"]) == (0.5, 0.3)
+    assert "repetition_penalty" not in sent  # the OpenAI-style chat route has none
+
+    await collect(backend, request(messages=True))
+    assert "frequency_penalty" not in tgi.requests[-1] and "presence_penalty" not in tgi.requests[-1]  # 0: off
+
+
 async def test_prompt_finish_reasons_length_and_stop_sequence(backend: TgiBackend) -> None:
     tokens, completion = await collect(backend, request(max_new_tokens=2))
     assert ([t.text for t in tokens], completion.finish_reason) == (["Hello", ","], FinishReason.LENGTH)

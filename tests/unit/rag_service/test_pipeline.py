@@ -7,10 +7,11 @@ import pytest
 from rag_service.errors import InvalidArgument
 from rag_service.llm_client import Prompt
 from rag_service.pipeline.expand import parse_expansions
-from rag_service.pipeline.prompt import fit_prompt, render
+from rag_service.pipeline.prompt import SYSTEM, fit_prompt, render
 from rag_service.pipeline.rerank import MmrReranker, VectorOrder
 from rag_service.pipeline.search import SearchRun, dedupe
-from rag_service.pipeline.self_query import match_author, mentions_a_name, resolve_name
+from rag_service.pipeline.self_query import match_author, mentions_a_name, named_in_query, resolve_name
+from rag_service.pipeline.sources import Source, group_by_document
 from rag_service.types import Author, Chunk, Kind, ScoredChunk
 
 AUTHORS = [
@@ -87,23 +88,40 @@ async def count_words(prompt: Prompt) -> int:
     return len(text.split())
 
 
+def sources_of(*hits: ScoredChunk) -> list[Source]:
+    return group_by_document(hits)
+
+
 async def test_prompt_fitting_cuts_context_from_the_bottom_and_never_the_question():
-    hits = [hit(d, 0, 0.9 - i / 10, (1, 0), text="word " * 100) for i, d in enumerate("abc")]
-    built = await fit_prompt("What is it?", hits, None, style="chat", budget=300, count=count_words)
-    assert built.tokens <= 300 and [h.chunk.document_id for h in built.used] == ["a", "b"] and built.dropped == 1
+    sources = sources_of(*(hit(d, 0, 0.9 - i / 10, (1, 0), text="word " * 100) for i, d in enumerate("abc")))
+    built = await fit_prompt("What is it?", sources, None, style="chat", budget=300, count=count_words)
+    assert built.tokens <= 300 and [s.document_id for s in built.used] == ["a", "b"] and built.dropped == 1
     assert built.prompt.messages[-1][1].endswith("Question: What is it?")
-    tight = await fit_prompt("What is it?", hits, None, style="chat", budget=120, count=count_words)
-    assert len(tight.used) == 1 and len(tight.used[0].chunk.content) < 500  # the last block shortened
+    tight = await fit_prompt("What is it?", sources, None, style="chat", budget=120, count=count_words)
+    assert len(tight.used) == 1 and len(tight.used[0].text) < 500  # the last block shortened
     with pytest.raises(InvalidArgument):
-        await fit_prompt("word " * 500, hits, None, style="chat", budget=100, count=count_words)
+        await fit_prompt("word " * 500, sources, None, style="chat", budget=100, count=count_words)
 
 
 def test_alpaca_format_wraps_the_instruction_as_twinllama_was_trained():
-    prompt = render("Why?", [hit("a", 0, 0.9, (1, 0))], AUTHORS[0], "alpaca")
+    prompt = render("Why?", sources_of(hit("a", 0, 0.9, (1, 0))), AUTHORS[0], "alpaca")
     assert prompt.text is not None and prompt.text.startswith("Below is an instruction")
-    assert "### Instruction:\nYou are the digital twin of Elena Varga." in prompt.text
+    assert f"### Instruction:\n{SYSTEM}\n\nWriter: Elena Varga\n\nContext:\n[1] T, article\na chunk 0" in prompt.text
     assert prompt.text.endswith("Question: Why?\n\n### Response:\n")
-    chat = render("Why?", [hit("a", 0, 0.9, (1, 0))], AUTHORS[0], "chat")
-    assert [role for role, _ in chat.messages] == ["system", "user"] and "[1] T, article, Elena Varga" in chat.messages[
-        1
-    ][1]
+
+
+def test_the_fixed_instruction_comes_first_and_the_request_follows_in_the_user_turn():
+    one = render("Why?", sources_of(hit("a", 0, 0.9, (1, 0))), AUTHORS[0], "chat")
+    other = render("How?", sources_of(hit("b", 0, 0.9, (1, 0))), AUTHORS[1], "chat")
+    assert one.messages[0] == other.messages[0] == ("system", SYSTEM)  # a prefix the engine's KV cache reuses
+    assert one.messages[1] == ("user", "Writer: Elena Varga\n\nContext:\n[1] T, article\na chunk 0\n\nQuestion: Why?")
+    assert other.messages[1][1].startswith("Writer: Tomás Okafor\n")
+
+
+def test_a_full_name_counts_only_as_the_question_spells_it():
+    query = "What does Marcus Feldmann's team think of TGI?"
+    assert named_in_query("Marcus Feldmann", query) == "Marcus Feldmann"
+    assert named_in_query("marcus feldmann", query) == "Marcus Feldmann"
+    assert named_in_query("Marcus", query) == ""  # one word: a product as often as a person
+    assert named_in_query("Ada Lovelace", query) == "" and named_in_query("NONE", query) == ""
+    assert named_in_query("speculative decoding", "What is speculative decoding?") == ""  # not capitalized

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from llmtwin.llm.v1 import llm_service_pb2 as llmtwin_dot_llm_dot_v1_dot_llm__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n llmtwin/rag/v1/rag_service.proto\x12\x0ellmtwin.rag.v1\x1a llmtwin/llm/v1/llm_service.proto\"\xe4\x01\n\x10RetrievalOptions\x12\x12\n\x05top_k\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0e\x65xpand_queries\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x17\n\nself_query\x18\x03 \x01(\x08H\x02\x88\x01\x01\x12\x13\n\x06rerank\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12*\n\x05kinds\x18\x06 \x03(\x0e\x32\x1b.llmtwin.rag.v1.ContentKindB\x08\n\x06_top_kB\x11\n\x0f_expand_queriesB\r\n\x0b_self_queryB\t\n\x07_rerank\"\x9f\x01\n\rAnswerRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .llmtwin.rag.v1.RetrievalOptions\x12\x38\n\nparameters\x18\x03 \x01(\x0b\x32$.llmtwin.llm.v1.GenerationParameters\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xe8\x01\n\x11RetrievedDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.llmtwin.rag.v1.ContentKind\x12\x11\n\tauthor_id\x18\x03 \x01(\t\x12\x18\n\x10\x61uthor_full_name\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0c\n\x04link\x18\x06 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x07 \x01(\r\x12\x0f\n\x07\x63ontent\x18\x08 \x01(\t\x12\r\n\x05score\x18\t \x01(\x02\x12\x14\n\x0cvector_score\x18\n \x01(\x02\"\'\n\x06\x41uthor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\"+\n\nStepTiming\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\x87\x01\n\rAnswerContext\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.llmtwin.rag.v1.RetrievedDocument\x12\x18\n\x10\x65xpanded_queries\x18\x02 \x03(\t\x12&\n\x06\x61uthor\x18\x03 \x01(\x0b\x32\x16.llmtwin.rag.v1.Author\"\x1b\n\x0b\x41nswerDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x92\x02\n\x0b\x41nswerFinal\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.llmtwin.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llmtwin.llm.v1.Usage\x12+\n\x07timings\x18\x04 \x03(\x0b\x32\x1a.llmtwin.rag.v1.StepTiming\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x1d\n\x15time_to_first_token_s\x18\x07 \x01(\x01\x12\x14\n\x0ctotal_time_s\x18\x08 \x01(\x01\x12\x10\n\x08model_id\x18\t \x01(\t\"\xad\x01\n\x14\x41nswerStreamResponse\x12\x30\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1d.llmtwin.rag.v1.AnswerContextH\x00\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1b.llmtwin.rag.v1.AnswerDeltaH\x00\x12,\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1b.llmtwin.rag.v1.AnswerFinalH\x00\x42\x07\n\x05\x65vent\"l\n\x0e\x41nswerResponse\x12.\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1d.llmtwin.rag.v1.AnswerContext\x12*\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.llmtwin.rag.v1.AnswerFinal\"g\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .llmtwin.rag.v1.RetrievalOptions\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"o\n\x10RetrieveResponse\x12.\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1d.llmtwin.rag.v1.AnswerContext\x12+\n\x07timings\x18\x02 \x03(\x0b\x32\x1a.llmtwin.rag.v1.StepTiming\"\x9c\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.llmtwin.rag.v1.ContentKind\x12\x11\n\tauthor_id\x18\x03 \x01(\t\x12\x18\n\x10\x61uthor_full_name\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0c\n\x04link\x18\x07 \x01(\t\"D\n\x16IngestDocumentsRequest\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.llmtwin.rag.v1.Document\"F\n\x10RejectedDocument\x12\r\n\x05index\x18\x01 \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x80\x01\n\x17IngestDocumentsResponse\x12\x19\n\x11\x64ocuments_written\x18\x01 \x01(\r\x12\x16\n\x0e\x63hunks_written\x18\x02 \x01(\r\x12\x32\n\x08rejected\x18\x03 \x03(\x0b\x32 .llmtwin.rag.v1.RejectedDocument*y\n\x0b\x43ontentKind\x12\x1c\n\x18\x43ONTENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONTENT_KIND_ARTICLE\x10\x01\x12\x15\n\x11\x43ONTENT_KIND_POST\x10\x02\x12\x1b\n\x17\x43ONTENT_KIND_REPOSITORY\x10\x03\x32\xe1\x02\n\nRagService\x12U\n\x0c\x41nswerStream\x12\x1d.llmtwin.rag.v1.AnswerRequest\x1a$.llmtwin.rag.v1.AnswerStreamResponse0\x01\x12G\n\x06\x41nswer\x12\x1d.llmtwin.rag.v1.AnswerRequest\x1a\x1e.llmtwin.rag.v1.AnswerResponse\x12M\n\x08Retrieve\x12\x1f.llmtwin.rag.v1.RetrieveRequest\x1a .llmtwin.rag.v1.RetrieveResponse\x12\x64\n\x0fIngestDocuments\x12&.llmtwin.rag.v1.IngestDocumentsRequest\x1a\'.llmtwin.rag.v1.IngestDocumentsResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n llmtwin/rag/v1/rag_service.proto\x12\x0ellmtwin.rag.v1\x1a llmtwin/llm/v1/llm_service.proto\"\xe4\x01\n\x10RetrievalOptions\x12\x12\n\x05top_k\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0e\x65xpand_queries\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x17\n\nself_query\x18\x03 \x01(\x08H\x02\x88\x01\x01\x12\x13\n\x06rerank\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12*\n\x05kinds\x18\x06 \x03(\x0e\x32\x1b.llmtwin.rag.v1.ContentKindB\x08\n\x06_top_kB\x11\n\x0f_expand_queriesB\r\n\x0b_self_queryB\t\n\x07_rerank\"\x9f\x01\n\rAnswerRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .llmtwin.rag.v1.RetrievalOptions\x12\x38\n\nparameters\x18\x03 \x01(\x0b\x32$.llmtwin.llm.v1.GenerationParameters\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xe8\x01\n\x11RetrievedDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.llmtwin.rag.v1.ContentKind\x12\x11\n\tauthor_id\x18\x03 \x01(\t\x12\x18\n\x10\x61uthor_full_name\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0c\n\x04link\x18\x06 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x07 \x01(\r\x12\x0f\n\x07\x63ontent\x18\x08 \x01(\t\x12\r\n\x05score\x18\t \x01(\x02\x12\x14\n\x0cvector_score\x18\n \x01(\x02\"\'\n\x06\x41uthor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\"+\n\nStepTiming\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xb0\x01\n\rAnswerContext\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.llmtwin.rag.v1.RetrievedDocument\x12\x18\n\x10\x65xpanded_queries\x18\x02 \x03(\t\x12&\n\x06\x61uthor\x18\x03 \x01(\x0b\x32\x16.llmtwin.rag.v1.Author\x12\'\n\x07sources\x18\x04 \x03(\x0b\x32\x16.llmtwin.rag.v1.Source\"G\n\x0bSourceChunk\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x14\n\x0cvector_score\x18\x03 \x01(\x02\"\xf0\x01\n\x06Source\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.llmtwin.rag.v1.ContentKind\x12\x11\n\tauthor_id\x18\x04 \x01(\t\x12\x18\n\x10\x61uthor_full_name\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0c\n\x04link\x18\x07 \x01(\t\x12\r\n\x05score\x18\x08 \x01(\x02\x12+\n\x06\x63hunks\x18\t \x03(\x0b\x32\x1b.llmtwin.rag.v1.SourceChunk\x12\x10\n\x08\x65vidence\x18\n \x01(\t\"L\n\x08\x43itation\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04link\x18\x04 \x01(\t\"\x1b\n\x0b\x41nswerDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\xbf\x02\n\x0b\x41nswerFinal\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.llmtwin.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llmtwin.llm.v1.Usage\x12+\n\x07timings\x18\x04 \x03(\x0b\x32\x1a.llmtwin.rag.v1.StepTiming\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x1d\n\x15time_to_first_token_s\x18\x07 \x01(\x01\x12\x14\n\x0ctotal_time_s\x18\x08 \x01(\x01\x12\x10\n\x08model_id\x18\t \x01(\t\x12+\n\tcitations\x18\n \x03(\x0b\x32\x18.llmtwin.rag.v1.Citation\"\xad\x01\n\x14\x41nswerStreamResponse\x12\x30\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1d.llmtwin.rag.v1.AnswerContextH\x00\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1b.llmtwin.rag.v1.AnswerDeltaH\x00\x12,\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1b.llmtwin.rag.v1.AnswerFinalH\x00\x42\x07\n\x05\x65vent\"l\n\x0e\x41nswerResponse\x12.\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1d.llmtwin.rag.v1.AnswerContext\x12*\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.llmtwin.rag.v1.AnswerFinal\"g\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .llmtwin.rag.v1.RetrievalOptions\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"o\n\x10RetrieveResponse\x12.\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1d.llmtwin.rag.v1.AnswerContext\x12+\n\x07timings\x18\x02 \x03(\x0b\x32\x1a.llmtwin.rag.v1.StepTiming\"\x9c\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.llmtwin.rag.v1.ContentKind\x12\x11\n\tauthor_id\x18\x03 \x01(\t\x12\x18\n\x10\x61uthor_full_name\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0c\n\x04link\x18\x07 \x01(\t\"D\n\x16IngestDocumentsRequest\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.llmtwin.rag.v1.Document\"F\n\x10RejectedDocument\x12\r\n\x05index\x18\x01 \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x80\x01\n\x17IngestDocumentsResponse\x12\x19\n\x11\x64ocuments_written\x18\x01 \x01(\r\x12\x16\n\x0e\x63hunks_written\x18\x02 \x01(\r\x12\x32\n\x08rejected\x18\x03 \x03(\x0b\x32 .llmtwin.rag.v1.RejectedDocument*y\n\x0b\x43ontentKind\x12\x1c\n\x18\x43ONTENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONTENT_KIND_ARTICLE\x10\x01\x12\x15\n\x11\x43ONTENT_KIND_POST\x10\x02\x12\x1b\n\x17\x43ONTENT_KIND_REPOSITORY\x10\x03\x32\xe1\x02\n\nRagService\x12U\n\x0c\x41nswerStream\x12\x1d.llmtwin.rag.v1.AnswerRequest\x1a$.llmtwin.rag.v1.AnswerStreamResponse0\x01\x12G\n\x06\x41nswer\x12\x1d.llmtwin.rag.v1.AnswerRequest\x1a\x1e.llmtwin.rag.v1.AnswerResponse\x12M\n\x08Retrieve\x12\x1f.llmtwin.rag.v1.RetrieveRequest\x1a .llmtwin.rag.v1.RetrieveResponse\x12\x64\n\x0fIngestDocuments\x12&.llmtwin.rag.v1.IngestDocumentsRequest\x1a\'.llmtwin.rag.v1.IngestDocumentsResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmtwin.rag.v1.rag_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTENTKIND']._serialized_start=2180
-  _globals['_CONTENTKIND']._serialized_end=2301
+  _globals['_CONTENTKIND']._serialized_start=2660
+  _globals['_CONTENTKIND']._serialized_end=2781
   _globals['_RETRIEVALOPTIONS']._serialized_start=87
   _globals['_RETRIEVALOPTIONS']._serialized_end=315
   _globals['_ANSWERREQUEST']._serialized_start=318
@@ -45,27 +45,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPTIMING']._serialized_start=755
   _globals['_STEPTIMING']._serialized_end=798
   _globals['_ANSWERCONTEXT']._serialized_start=801
-  _globals['_ANSWERCONTEXT']._serialized_end=936
-  _globals['_ANSWERDELTA']._serialized_start=938
-  _globals['_ANSWERDELTA']._serialized_end=965
-  _globals['_ANSWERFINAL']._serialized_start=968
-  _globals['_ANSWERFINAL']._serialized_end=1242
-  _globals['_ANSWERSTREAMRESPONSE']._serialized_start=1245
-  _globals['_ANSWERSTREAMRESPONSE']._serialized_end=1418
-  _globals['_ANSWERRESPONSE']._serialized_start=1420
-  _globals['_ANSWERRESPONSE']._serialized_end=1528
-  _globals['_RETRIEVEREQUEST']._serialized_start=1530
-  _globals['_RETRIEVEREQUEST']._serialized_end=1633
-  _globals['_RETRIEVERESPONSE']._serialized_start=1635
-  _globals['_RETRIEVERESPONSE']._serialized_end=1746
-  _globals['_DOCUMENT']._serialized_start=1749
-  _globals['_DOCUMENT']._serialized_end=1905
-  _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=1907
-  _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=1975
-  _globals['_REJECTEDDOCUMENT']._serialized_start=1977
-  _globals['_REJECTEDDOCUMENT']._serialized_end=2047
-  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_start=2050
-  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_end=2178
-  _globals['_RAGSERVICE']._serialized_start=2304
-  _globals['_RAGSERVICE']._serialized_end=2657
+  _globals['_ANSWERCONTEXT']._serialized_end=977
+  _globals['_SOURCECHUNK']._serialized_start=979
+  _globals['_SOURCECHUNK']._serialized_end=1050
+  _globals['_SOURCE']._serialized_start=1053
+  _globals['_SOURCE']._serialized_end=1293
+  _globals['_CITATION']._serialized_start=1295
+  _globals['_CITATION']._serialized_end=1371
+  _globals['_ANSWERDELTA']._serialized_start=1373
+  _globals['_ANSWERDELTA']._serialized_end=1400
+  _globals['_ANSWERFINAL']._serialized_start=1403
+  _globals['_ANSWERFINAL']._serialized_end=1722
+  _globals['_ANSWERSTREAMRESPONSE']._serialized_start=1725
+  _globals['_ANSWERSTREAMRESPONSE']._serialized_end=1898
+  _globals['_ANSWERRESPONSE']._serialized_start=1900
+  _globals['_ANSWERRESPONSE']._serialized_end=2008
+  _globals['_RETRIEVEREQUEST']._serialized_start=2010
+  _globals['_RETRIEVEREQUEST']._serialized_end=2113
+  _globals['_RETRIEVERESPONSE']._serialized_start=2115
+  _globals['_RETRIEVERESPONSE']._serialized_end=2226
+  _globals['_DOCUMENT']._serialized_start=2229
+  _globals['_DOCUMENT']._serialized_end=2385
+  _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=2387
+  _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=2455
+  _globals['_REJECTEDDOCUMENT']._serialized_start=2457
+  _globals['_REJECTEDDOCUMENT']._serialized_end=2527
+  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_start=2530
+  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_end=2658
+  _globals['_RAGSERVICE']._serialized_start=2784
+  _globals['_RAGSERVICE']._serialized_end=3137
 # @@protoc_insertion_point(module_scope)

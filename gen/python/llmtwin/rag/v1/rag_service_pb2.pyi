@@ -88,14 +88,62 @@ class StepTiming(_message.Message):
     def __init__(self, step: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class AnswerContext(_message.Message):
-    __slots__ = ("documents", "expanded_queries", "author")
+    __slots__ = ("documents", "expanded_queries", "author", "sources")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     EXPANDED_QUERIES_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedCompositeFieldContainer[RetrievedDocument]
     expanded_queries: _containers.RepeatedScalarFieldContainer[str]
     author: Author
-    def __init__(self, documents: _Optional[_Iterable[_Union[RetrievedDocument, _Mapping]]] = ..., expanded_queries: _Optional[_Iterable[str]] = ..., author: _Optional[_Union[Author, _Mapping]] = ...) -> None: ...
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    def __init__(self, documents: _Optional[_Iterable[_Union[RetrievedDocument, _Mapping]]] = ..., expanded_queries: _Optional[_Iterable[str]] = ..., author: _Optional[_Union[Author, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
+
+class SourceChunk(_message.Message):
+    __slots__ = ("chunk_index", "score", "vector_score")
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SCORE_FIELD_NUMBER: _ClassVar[int]
+    chunk_index: int
+    score: float
+    vector_score: float
+    def __init__(self, chunk_index: _Optional[int] = ..., score: _Optional[float] = ..., vector_score: _Optional[float] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("number", "document_id", "kind", "author_id", "author_full_name", "title", "link", "score", "chunks", "evidence")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    document_id: str
+    kind: ContentKind
+    author_id: str
+    author_full_name: str
+    title: str
+    link: str
+    score: float
+    chunks: _containers.RepeatedCompositeFieldContainer[SourceChunk]
+    evidence: str
+    def __init__(self, number: _Optional[int] = ..., document_id: _Optional[str] = ..., kind: _Optional[_Union[ContentKind, str]] = ..., author_id: _Optional[str] = ..., author_full_name: _Optional[str] = ..., title: _Optional[str] = ..., link: _Optional[str] = ..., score: _Optional[float] = ..., chunks: _Optional[_Iterable[_Union[SourceChunk, _Mapping]]] = ..., evidence: _Optional[str] = ...) -> None: ...
+
+class Citation(_message.Message):
+    __slots__ = ("number", "document_id", "title", "link")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    document_id: str
+    title: str
+    link: str
+    def __init__(self, number: _Optional[int] = ..., document_id: _Optional[str] = ..., title: _Optional[str] = ..., link: _Optional[str] = ...) -> None: ...
 
 class AnswerDelta(_message.Message):
     __slots__ = ("text",)
@@ -104,7 +152,7 @@ class AnswerDelta(_message.Message):
     def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class AnswerFinal(_message.Message):
-    __slots__ = ("answer", "finish_reason", "usage", "timings", "trace_id", "request_id", "time_to_first_token_s", "total_time_s", "model_id")
+    __slots__ = ("answer", "finish_reason", "usage", "timings", "trace_id", "request_id", "time_to_first_token_s", "total_time_s", "model_id", "citations")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +162,7 @@ class AnswerFinal(_message.Message):
     TIME_TO_FIRST_TOKEN_S_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TIME_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     answer: str
     finish_reason: _llm_service_pb2.FinishReason
     usage: _llm_service_pb2.Usage
@@ -123,7 +172,8 @@ class AnswerFinal(_message.Message):
     time_to_first_token_s: float
     total_time_s: float
     model_id: str
-    def __init__(self, answer: _Optional[str] = ..., finish_reason: _Optional[_Union[_llm_service_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_llm_service_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., time_to_first_token_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, answer: _Optional[str] = ..., finish_reason: _Optional[_Union[_llm_service_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_llm_service_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., time_to_first_token_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., model_id: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class AnswerStreamResponse(_message.Message):
     __slots__ = ("context", "delta", "final")
