@@ -61,6 +61,8 @@ class GenerationParameters(_Strict):
     top_p: Float32 | None = None
     top_k: UInt32 | None = None
     repetition_penalty: Float32 | None = None
+    frequency_penalty: Float32 | None = None
+    presence_penalty: Float32 | None = None
     stop_sequences: list[Text] = Field(default_factory=list)
     seed: UInt64 | None = None
 
@@ -96,12 +98,37 @@ class Author(BaseModel):
     full_name: str = ""
 
 
+class SourceChunk(BaseModel):
+    """One retrieved chunk of a source document and its scores."""
+
+    chunk_index: int = 0
+    score: float = 0.0
+    vector_score: float = 0.0
+
+
+class Source(BaseModel):
+    """One source document of the context, numbered as the prompt numbers it (the answer cites it as [number])."""
+
+    number: int = 0
+    document_id: str = ""
+    kind: str = "unspecified"
+    author_id: str = ""
+    author_full_name: str = ""
+    title: str = ""
+    link: str = ""
+    score: float = 0.0
+    chunks: list[SourceChunk] = Field(default_factory=list)
+    evidence: str = ""
+
+
 class AnswerContext(BaseModel):
-    """The context used for an answer: documents best first, the queries searched, the author filter."""
+    """The context used for an answer: documents best first, the queries searched, the author filter, and the
+    documents grouped into numbered sources."""
 
     documents: list[Document] = Field(default_factory=list)
     expanded_queries: list[str] = Field(default_factory=list)
     author: Author | None = None
+    sources: list[Source] = Field(default_factory=list)
 
 
 class Usage(BaseModel):
@@ -119,8 +146,17 @@ class StepTiming(BaseModel):
     seconds: float = 0.0
 
 
+class Citation(BaseModel):
+    """A source the answer cites with a [number] marker."""
+
+    number: int = 0
+    document_id: str = ""
+    title: str = ""
+    link: str = ""
+
+
 class AnswerFinal(BaseModel):
-    """The end of an answer: the full text, why it ended, usage and timings."""
+    """The end of an answer: the full text, why it ended, usage, timings and the sources it cites."""
 
     answer: str = ""
     finish_reason: str = "unspecified"
@@ -131,6 +167,7 @@ class AnswerFinal(BaseModel):
     time_to_first_token_s: float = 0.0
     total_time_s: float = 0.0
     model_id: str = ""
+    citations: list[Citation] = Field(default_factory=list)
 
 
 class AnswerResponse(BaseModel):
@@ -157,8 +194,8 @@ def answer_request_to_proto(request: AnswerRequest, request_id: str) -> rag_pb2.
 def context_from_proto(context: rag_pb2.AnswerContext) -> AnswerContext:
     """The JSON view of an AnswerContext; enum values as short lower-case names ("article")."""
     data = _to_dict(context)
-    for document in data.get("documents", []):
-        document["kind"] = _short(document.get("kind", ""), "CONTENT_KIND_")
+    for item in [*data.get("documents", []), *data.get("sources", [])]:
+        item["kind"] = _short(item.get("kind", ""), "CONTENT_KIND_")
     return AnswerContext.model_validate(data)
 
 

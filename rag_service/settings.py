@@ -58,8 +58,12 @@ class Settings(BaseSettings):
     prompt_format: Literal["chat", "alpaca"] = Field(
         default="chat", description="chat: the model's own chat template; alpaca: the TwinLlama fine-tuning format."
     )
-    default_max_new_tokens: int = Field(default=256, description="max_new_tokens when a request leaves it unset.")
-    default_temperature: float = Field(default=0.3, description="temperature when a request leaves it unset.")
+    default_max_new_tokens: int = Field(
+        default=128, description="max_new_tokens when a request leaves it unset: an answer of a few sentences."
+    )
+    default_temperature: float = Field(
+        default=0.0, description="temperature when a request leaves it unset (0: greedy, the most grounded)."
+    )
     default_repetition_penalty: float = Field(
         default=1.0, gt=0, le=10, description="repetition_penalty when a request leaves it unset (1: off)."
     )
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
         description="Context budget in estimated tokens: the sentences closest to the question are kept "
         "(docs/evaluation.md); 0: whole chunks; -1: by LLM backend (the two settings below).",
     )
-    context_tokens_embedded: int = Field(default=250, ge=0, description="Context budget for the embedded CPU model.")
+    context_tokens_embedded: int = Field(default=150, ge=0, description="Context budget for the embedded CPU model.")
     context_tokens_remote: int = Field(default=1500, ge=0, description="Context budget for TGI, SageMaker and others.")
     max_query_chars: int = Field(default=2000, description="Longest query accepted.")
 

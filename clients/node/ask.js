@@ -4,7 +4,9 @@
 //   node ask.js "How do I build a feature pipeline?" [--target 127.0.0.1:50051] [--author "Paul Iusztin"]
 //               [--top-k 3] [--max-new-tokens 256] [--timeout 120] [--request-id ID]
 //
-// Prints the retrieved sources first, then the answer text token by token, then a summary line on stderr.
+// Prints the retrieved sources first (one per document, numbered as the answer cites them, with the evidence
+// that picked them), then the answer text token by token, then the sources it cited, then a summary line on
+// stderr.
 // On a gRPC error it prints the status (code, message, ErrorInfo reason, field violations) and exits 1.
 "use strict";
 
@@ -85,18 +87,41 @@ function buildRequest(args) {
   return { query: args.question, options, parameters, request_id: args["request-id"] };
 }
 
+// One entry per source document; a service older than `sources` sends only chunks, numbered as its prompt did.
+function sourcesOf(context) {
+  const sources = context.sources || [];
+  if (sources.length) return sources;
+  return (context.documents || []).map((doc, i) => ({ ...doc, number: i + 1, chunks: [doc], evidence: "" }));
+}
+
 function printSources(context) {
   const out = process.stdout;
   out.write("Sources:\n");
-  const documents = context.documents || [];
-  if (documents.length === 0) out.write("  (none)\n");
-  documents.forEach((doc, i) => {
-    const kind = String(doc.kind).replace("CONTENT_KIND_", "").toLowerCase();
-    const author = doc.author_full_name || doc.author_id;
-    out.write(`  ${i + 1}. ${doc.title || doc.document_id} — ${author} (${kind}) score ${doc.score.toFixed(3)}\n`);
-    if (doc.link) out.write(`     ${doc.link}\n`);
-  });
+  const sources = sourcesOf(context);
+  if (sources.length === 0) out.write("  (none)\n");
+  for (const source of sources) {
+    const kind = String(source.kind).replace("CONTENT_KIND_", "").toLowerCase();
+    const author = source.author_full_name || source.author_id;
+    const chunks = (source.chunks || []).length;
+    const passages = chunks > 1 ? `, ${chunks} passages` : "";
+    out.write(
+      `  ${source.number}. ${source.title || source.document_id} — ${author} (${kind}) ` +
+        `score ${source.score.toFixed(3)}${passages}\n`,
+    );
+    if (source.link) out.write(`     ${source.link}\n`);
+    if (source.evidence) out.write(`     "${source.evidence}"\n`);
+  }
   out.write("\nAnswer:\n");
+}
+
+function printCitations(final) {
+  const citations = final.citations || [];
+  if (citations.length === 0) return;
+  const out = process.stdout;
+  out.write("\nCited:\n");
+  for (const c of citations) {
+    out.write(`  [${c.number}] ${c.title || c.document_id}${c.link ? ` ${c.link}` : ""}\n`);
+  }
 }
 
 function printSummary(final) {
@@ -152,6 +177,7 @@ function main() {
       process.stdout.write(message.delta.text);
     } else if (message.event === "final") {
       if (answered) process.stdout.write("\n");
+      printCitations(message.final);
       printSummary(message.final);
     }
   });

@@ -29,12 +29,18 @@ _json = partial(json.dumps, separators=(",", ":"))
 
 router = APIRouter(tags=["answer"])
 
-_SSE_DOC = {200: {"content": {"text/event-stream": {}}, "description": "context, delta..., done (or error)"}}
+_SSE_DOC = {
+    200: {
+        "content": {"text/event-stream": {}},
+        "description": "context (documents and numbered sources), delta..., done (with citations), or error",
+    }
+}
 
 
 @router.post("/v1/answer")
 async def answer(body: AnswerRequest, request: Request, stub: Stub, settings: SettingsDep) -> AnswerResponse:
-    """Answer a question in one response: the retrieved context and the final answer."""
+    """Answer a question in one response: the retrieved context (with its sources) and the final answer (with its
+    citations)."""
     request_id = adopt_request_id(request, body.request_id)
     response = await stub.Answer(
         answer_request_to_proto(body, request_id),

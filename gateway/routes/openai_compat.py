@@ -1,7 +1,9 @@
 """OpenAI-compatible API: POST /v1/chat/completions (streaming or not) and GET /v1/models.
 
 The last user message is the RAG query; earlier turns and system messages are not used. Retrieval
-options can ride along as the non-standard `options` field (`extra_body={"options": {...}}`).
+options can ride along as the non-standard `options` field (`extra_body={"options": {...}}`), and the
+sources the answer cites come back as the non-standard top-level `citations` field of the completion (or of
+the streamed chunk with the finish_reason); SDKs that do not know these fields ignore them.
 Errors keep the gateway's HTTP statuses, written in OpenAI's error shape.
 """
 
@@ -38,6 +40,7 @@ from gateway.models import (
 )
 from gateway.streaming import AnswerStream, open_answer_stream
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 
 # Compact JSON: every delta is one event, and bytes per token add up.
 _json = partial(json.dumps, separators=(",", ":"))
@@ -127,6 +130,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: Float32 | None = None
     top_p: Float32 | None = None
+    frequency_penalty: Float32 | None = None
+    presence_penalty: Float32 | None = None
     max_tokens: UInt32 | None = None
     max_completion_tokens: UInt32 | None = None
     stop: str | list[str] | None = None
@@ -146,6 +151,8 @@ class ChatCompletionRequest(BaseModel):
             max_new_tokens=self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
             stop_sequences=stop,
             seed=self.seed,
         )
@@ -177,7 +184,13 @@ async def chat_completions(
     response = await stub.Answer(rag_request, metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s)
     message = {"role": "assistant", "content": response.final.answer}
     choice = {"index": 0, "message": message, "finish_reason": _finish_reason(response.final.finish_reason)}
-    completion = {**base, "object": "chat.completion", "choices": [choice], "usage": _usage(response.final.usage)}
+    completion = {
+        **base,
+        "object": "chat.completion",
+        "choices": [choice],
+        "usage": _usage(response.final.usage),
+        "citations": _citations(response.final),
+    }
     return JSONResponse(completion)
 
 
@@ -199,9 +212,9 @@ async def _chunks(
     if include_usage:
         base["usage"] = None  # OpenAI sends usage only on the extra last chunk.
 
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> ServerSentEvent:
+    def chunk(delta: dict[str, str], finish_reason: str | None = None, **extra: Any) -> ServerSentEvent:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return ServerSentEvent(_json({**base, "choices": [choice]}))
+        return ServerSentEvent(_json({**base, "choices": [choice], **extra}))
 
     metrics.streams_in_flight.inc()
     try:
@@ -213,7 +226,7 @@ async def _chunks(
                 yield chunk({"content": message.delta.text})
             elif kind == "final":
                 final = message.final.usage
-                yield chunk({}, _finish_reason(message.final.finish_reason))
+                yield chunk({}, _finish_reason(message.final.finish_reason), citations=_citations(message.final))
         if final is None:
             error = ApiError(502, "INTERNAL", "the RAG stream ended without a final event", "STREAM_TRUNCATED")
             yield ServerSentEvent(_json(_openai_error_body(error)))
@@ -231,6 +244,12 @@ async def _chunks(
 
 def _finish_reason(reason: int) -> str:
     return "length" if reason == llm_pb2.FINISH_REASON_LENGTH else "stop"
+
+
+def _citations(final: rag_pb2.AnswerFinal) -> list[dict[str, Any]]:
+    return [
+        {"number": c.number, "document_id": c.document_id, "title": c.title, "link": c.link} for c in final.citations
+    ]
 
 
 def _usage(usage: llm_pb2.Usage) -> dict[str, int]:

@@ -1,5 +1,7 @@
 // The chat page: POST /v1/answer/stream, read the server-sent events with fetch + ReadableStream
-// (EventSource cannot POST), render sources on `context`, append `delta`s, stop with an AbortController.
+// (EventSource cannot POST), render sources on `context`, append `delta`s (their [n] citation markers
+// linked to the sources), mark the cited sources on `done`, stop with an AbortController.
+// Server text (titles, evidence, the model's answer) only ever goes into textContent, never innerHTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -14,7 +16,16 @@ const errorBox = $("error");
 const statusText = $("status");
 const metaText = $("meta");
 
+// [1], [2, 3]: the citation markers the RAG prompt asks the model to write.
+const CITATION = /\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]/g;
+
 let controller = null;
+// The answer so far; answerText[0:settled] is rendered for good, the rest (an unclosed "[...") is `pending`.
+let answerText = "";
+let settled = 0;
+let pending = null;
+// The numbers of the sources shown: only markers naming one of them become links.
+let sourceNumbers = new Set();
 
 function setState(state, label) {
   answerBox.dataset.state = state;
@@ -37,26 +48,121 @@ function errorMessage(body, fallback) {
   return `${error.message || fallback}${detail} [${error.status || error.code}]`;
 }
 
+// Only http(s) links become hrefs: a "javascript:" link from a document would run in the page.
+function safeLink(link) {
+  try {
+    const url = new URL(link, window.location.href);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : "";
+  } catch {
+    return "";
+  }
+}
+
+// One entry per source document; servers older than `sources` send only chunks, numbered as their prompt did.
+function sourcesOf(context) {
+  if ((context.sources || []).length) return context.sources;
+  return (context.documents || []).map((doc, i) => ({ ...doc, number: i + 1, chunks: [doc], evidence: "" }));
+}
+
 function renderSources(context) {
   sourcesList.replaceChildren();
-  for (const doc of context.documents || []) {
+  sourceNumbers = new Set();
+  for (const source of sourcesOf(context)) {
+    sourceNumbers.add(source.number);
     const item = document.createElement("li");
+    item.id = `source-${source.number}`;
     item.dataset.testid = "source";
-    const title = document.createElement(doc.link ? "a" : "span");
+    item.dataset.number = String(source.number);
+    const number = document.createElement("span");
+    number.className = "number";
+    number.textContent = `[${source.number}]`;
+    const link = safeLink(source.link || "");
+    const title = document.createElement(link ? "a" : "span");
     title.className = "title";
-    title.textContent = doc.title || doc.document_id;
-    if (doc.link) {
-      title.href = doc.link;
+    title.textContent = source.title || source.document_id;
+    if (link) {
+      title.href = link;
       title.target = "_blank";
       title.rel = "noopener noreferrer";
     }
+    const cited = document.createElement("span");
+    cited.className = "cited-label";
+    cited.textContent = "cited";
+    cited.hidden = true;
     const details = document.createElement("div");
     details.className = "details";
-    const score = typeof doc.score === "number" ? doc.score.toFixed(3) : "";
-    details.textContent = `${doc.author_full_name || doc.author_id} · ${doc.kind} · score ${score}`;
-    item.append(title, details);
+    const score = typeof source.score === "number" ? source.score.toFixed(3) : "";
+    const chunks = (source.chunks || []).length;
+    details.textContent =
+      `${source.author_full_name || source.author_id} · ${source.kind} · score ${score}` +
+      (chunks > 1 ? ` · ${chunks} passages` : "");
+    item.append(number, " ", title, " ", cited, details);
+    if (source.evidence) {
+      const evidence = document.createElement("blockquote");
+      evidence.className = "evidence";
+      evidence.textContent = source.evidence;
+      item.append(evidence);
+    }
     sourcesList.append(item);
   }
+}
+
+function markCited(citations) {
+  for (const citation of citations || []) {
+    const item = document.getElementById(`source-${citation.number}`);
+    if (!item) continue;
+    item.classList.add("cited");
+    item.querySelector(".cited-label").hidden = false;
+  }
+}
+
+// Text nodes and links for a piece of answer: each number of a [n] / [n, m] marker that names a shown
+// source links to its entry; the text itself is kept exactly.
+function citationNodes(text) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(CITATION)) {
+    if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+    let plain = "";
+    for (const part of match[0].split(/(\d+)/)) {
+      if (/^\d+$/.test(part) && sourceNumbers.has(Number(part))) {
+        if (plain) nodes.push(document.createTextNode(plain));
+        plain = "";
+        const link = document.createElement("a");
+        link.className = "citation";
+        link.href = `#source-${Number(part)}`;
+        link.dataset.source = String(Number(part));
+        link.textContent = part;
+        nodes.push(link);
+      } else {
+        plain += part;
+      }
+    }
+    if (plain) nodes.push(document.createTextNode(plain));
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+  return nodes;
+}
+
+function resetAnswer() {
+  answerText = "";
+  settled = 0;
+  pending = null;
+  answerBox.replaceChildren();
+}
+
+// Renders only what the delta changed: a marker can be split across deltas, so text from an unclosed "["
+// waits as plain text until its "]" arrives.
+function appendAnswer(text) {
+  answerText += text;
+  if (pending) pending.remove();
+  const open = answerText.lastIndexOf("[");
+  const end = open >= settled && answerText.indexOf("]", open) < 0 ? open : answerText.length;
+  answerBox.append(...citationNodes(answerText.slice(settled, end)));
+  settled = end;
+  pending = end < answerText.length ? document.createTextNode(answerText.slice(end)) : null;
+  if (pending) answerBox.append(pending);
 }
 
 // Yields {event, data} for each server-sent event in a fetch response body.
@@ -94,8 +200,9 @@ async function ask(event) {
   const body = { query, options: author ? { author } : {} };
 
   controller = new AbortController();
-  answerBox.textContent = "";
+  resetAnswer();
   sourcesList.replaceChildren();
+  sourceNumbers = new Set();
   metaText.textContent = "";
   errorBox.hidden = true;
   setState("waiting", "retrieving…");
@@ -116,12 +223,13 @@ async function ask(event) {
         renderSources(data);
         setState("streaming", "writing…");
       } else if (name === "delta") {
-        answerBox.textContent += data.text;
+        appendAnswer(data.text);
       } else if (name === "done") {
         const usage = data.usage || {};
         metaText.textContent =
           `${usage.completion_tokens || 0} tokens · first token ${(data.time_to_first_token_s || 0).toFixed(2)} s` +
           ` · total ${(data.total_time_s || 0).toFixed(2)} s · ${data.model_id || ""}`;
+        markCited(data.citations);
         setState("done", "");
       } else if (name === "error") {
         throw new Error(errorMessage(data, "the answer stream failed"));

@@ -29,22 +29,40 @@ Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a text: lines split at sentence ends, fragments joined with the next piece."""
-    pieces = [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
-    out: list[str] = []
-    carry = ""
-    for piece in pieces:
-        piece = f"{carry} {piece}" if carry else piece
+    return [sentence for sentence, _ in _sentences(text)]
+
+
+def _sentences(text: str) -> list[tuple[str, bool]]:
+    """(sentence, whether it starts a line): code and lists keep their line breaks when joined again.
+    A sentence seen before is left out (overlapping chunks of one document repeat their edges)."""
+    pieces = [
+        (s.rstrip() if i == 0 else s.strip(), i == 0)  # a line keeps its indentation
+        for line in text.splitlines()
+        for i, s in enumerate(_SENTENCE_END.split(line))
+        if s.strip()
+    ]
+    out: list[tuple[str, bool]] = []
+    carry: tuple[str, bool] | None = None
+    for piece, starts_line in pieces:
+        if carry is not None:
+            piece, starts_line = f"{carry[0]}{chr(10) if starts_line else ' '}{piece}", carry[1]
         if len(piece) < MIN_SENTENCE_CHARS:
-            carry = piece
+            carry = (piece, starts_line)
         else:
-            out.append(piece)
-            carry = ""
-    if carry:
+            out.append((piece, starts_line))
+            carry = None
+    if carry is not None:
         if out:
-            out[-1] = f"{out[-1]} {carry}"
+            out[-1] = (f"{out[-1][0]}{chr(10) if carry[1] else ' '}{carry[0]}", out[-1][1])
         else:
             out.append(carry)
-    return out
+    seen: set[str] = set()
+    unique = []
+    for sentence, starts_line in out:
+        if sentence not in seen:
+            seen.add(sentence)
+            unique.append((sentence, starts_line))
+    return unique
 
 
 def estimate_tokens(text: str) -> int:
@@ -75,7 +93,8 @@ class Compressor:
     async def compress(self, query_vector: Sequence[float], sources: Sequence[Source], budget: int) -> list[Source]:
         """Sources with evidence set and, when budget > 0, text cut to the best sentences within `budget`
         estimated tokens; a source none of whose sentences fits is left out, and the rest renumbered."""
-        split = [split_sentences(s.text) for s in sources]
+        pieces = [_sentences(s.text) for s in sources]
+        split = [[sentence for sentence, _ in p] for p in pieces]
         flat = [sentence for sentences in split for sentence in sentences]
         if not flat:
             return list(sources)
@@ -103,12 +122,11 @@ class Compressor:
 
         out: list[Source] = []
         for j, source in enumerate(sources):
-            sentences = split[j]
-            evidence = _evidence(sentences, ranked[j])
+            evidence = _evidence(pieces[j], ranked[j])
             if budget <= 0:
                 out.append(replace(source, number=len(out) + 1, evidence=evidence))
             elif keep[j]:
-                text = _join(sentences, sorted(keep[j]))
+                text = _join(pieces[j], sorted(keep[j]))
                 out.append(replace(source, number=len(out) + 1, text=text, evidence=evidence))
         return out
 
@@ -117,28 +135,30 @@ def _best_first(scored: tuple[float, int]) -> tuple[float, int]:
     return -scored[0], scored[1]
 
 
-def _evidence(sentences: Sequence[str], ranked: Sequence[tuple[float, int]]) -> str:
+def _evidence(sentences: Sequence[tuple[str, bool]], ranked: Sequence[tuple[float, int]]) -> str:
     """The best sentence, and the next best while they score near it and fit in about EVIDENCE_CHARS, in
-    document order."""
+    document order, on one line."""
     chosen: list[int] = []
     length = 0
     best = ranked[0][0] if ranked else 0.0
     for score, i in ranked:
-        if chosen and (length + len(sentences[i]) > EVIDENCE_CHARS or score < best - EVIDENCE_MARGIN):
+        if chosen and (length + len(sentences[i][0]) > EVIDENCE_CHARS or score < best - EVIDENCE_MARGIN):
             break
         chosen.append(i)
-        length += len(sentences[i]) + 1
-    text = _join(sentences, sorted(chosen))
+        length += len(sentences[i][0]) + 1
+    text = " ".join(_join(sentences, sorted(chosen)).split())
     return text if len(text) <= EVIDENCE_CHARS + 20 else text[:EVIDENCE_CHARS].rsplit(" ", 1)[0] + " …"
 
 
-def _join(sentences: Sequence[str], indices: Sequence[int]) -> str:
-    """Kept sentences in order; " … " marks where sentences were left out between them."""
-    parts: list[str] = []
+def _join(sentences: Sequence[tuple[str, bool]], indices: Sequence[int]) -> str:
+    """Kept sentences in order, on their own line where they started one; " … " marks where sentences were
+    left out between them."""
+    out = ""
     previous = None
     for i in indices:
-        if previous is not None and i != previous + 1:
-            parts.append("…")
-        parts.append(sentences[i])
+        sentence, starts_line = sentences[i]
+        if previous is not None:
+            out += " … " if i != previous + 1 else ("\n" if starts_line else " ")
+        out += sentence
         previous = i
-    return " ".join(parts)
+    return out

@@ -39,23 +39,23 @@ class BuiltPrompt:
 
 
 def context_block(source: Source) -> str:
-    """One numbered context block: its title and kind, then the text."""
-    head = ", ".join(x for x in (source.title, source.kind.value) if x)
-    return f"[{source.number}] {head}\n{source.text.strip()}"
+    """One numbered context block: the number the answer cites, then the text (titles, which small models copy
+    into their answers, are shown to the reader with the sources instead)."""
+    return f"[{source.number}] {source.text.strip()}"
 
 
-def writer(sources: Sequence[Source], author: Author | None) -> str:
-    """Who the twin is: the author filter, else the one author of the context, else "the author"."""
-    if author:
-        return author.full_name
-    names = sorted({s.author_full_name for s in sources})
-    return names[0] if len(names) == 1 else "the author of the writing below"
+def writing_of(sources: Sequence[Source], author: Author | None) -> str:
+    """Whose writing the context is: the author filter, else the context's authors."""
+    names = [author.full_name] if author else sorted({s.author_full_name for s in sources})
+    if len(names) == 1:
+        return f"{names[0]}'s writing"
+    return "the writing of " + (", ".join(names[:-1]) + f" and {names[-1]}" if names else "the author")
 
 
 def render(query: str, sources: Sequence[Source], author: Author | None, style: str) -> Prompt:
     """The prompt for these sources: chat messages (the model's own template) or Alpaca text."""
     context = "\n\n".join(context_block(s) for s in sources) or "(no context found)"
-    user = f"Writer: {writer(sources, author)}\n\nContext:\n{context}\n\nQuestion: {query}"
+    user = f"Context from {writing_of(sources, author)}:\n{context}\n\nQuestion: {query}"
     if style == "alpaca":
         return Prompt(text=ALPACA.format(instruction=f"{SYSTEM}\n\n{user}"))
     return Prompt(messages=(("system", SYSTEM), ("user", user)))

@@ -77,32 +77,54 @@ class Named:
     unknown_person: str = ""
 
 
-def named_in_query(name: str, query: str) -> str:
-    """The name as the query spells it, when it is a full name there (two or more capitalized words in a row);
-    "" otherwise, so that a model's invention or a lone product name never counts as a person."""
-    wanted = normalize(name).split()
-    if len(wanted) < 2 or wanted == ["none"]:
-        return ""
+# Verbs a question puts after a person it asks about: "What does X think", "Which rank did X choose".
+_PERSON_VERBS = frozenset(
+    "think thinks thought believe believes say says said feel feels recommend recommends suggest suggests argue "
+    "argues prefer prefers choose chooses chose pick picks picked decide decides decided write writes wrote "
+    "advise advises like likes dislike dislikes consider considers measure measures measured use uses used "
+    "learn learns learned conclude concludes concluded find finds found".split()
+)
+_AUXILIARIES = frozenset("does did do would has have is was".split())
+
+
+def person_asked_about(query: str) -> str:
+    """The full name of a person the question asks about, by its grammar: an auxiliary, two or more
+    capitalized words, then a verb of opinion or practice ("What does Marcus Feldmann think...", "Which rank
+    did Sofia Marchetti choose..."), or "according to" a full name. "" when there is none: a product name
+    ("How does Qdrant Edge store...") is not followed by such a verb."""
     words = [w.strip(".,;:!?()\"'’") for w in query.split()]
-    for i in range(len(words) - len(wanted) + 1):
-        span = words[i : i + len(wanted)]
-        if [normalize(w) for w in span] == wanted and all(w[:1].isupper() for w in span):
-            return _POSSESSIVE.sub("", " ".join(span))
+
+    def name_at(i: int) -> int:
+        """Length of the run of capitalized words starting at i."""
+        n = 0
+        while i + n < len(words) and words[i + n][:1].isupper() and words[i + n][1:].islower():
+            n += 1
+        return n
+
+    for i, word in enumerate(words):
+        lowered = word.lower()
+        if lowered in _AUXILIARIES or (lowered == "to" and i > 0 and words[i - 1].lower() == "according"):
+            n = name_at(i + 1)
+            verb = words[i + 1 + n].lower() if i + 1 + n < len(words) else ""
+            if n >= 2 and (lowered == "to" or verb in _PERSON_VERBS):
+                return " ".join(words[i + 1 : i + 1 + n])
     return ""
 
 
 async def extract_author(
     llm: LlmClient, query: str, authors: list[Author], *, timeout: float, request_id: str
 ) -> Named:
-    """Fast match first; then, when the query seems to name someone, the LLM with a strict output format.
-    A full name the model extracts that is in the query but matches no author is reported as unknown."""
+    """Fast match first; then a person the question asks about by its grammar (an author, else reported as
+    unknown); then, when the query still seems to name someone, the LLM with a strict output format."""
     if author := match_author(query, authors):
         return Named(author)
     if not authors or not mentions_a_name(query):
         return Named()
+    if person := person_asked_about(query):
+        # A misspelt author ("Elena Vargas") is still that author; anyone else is not in the store.
+        author = resolve_name(person, authors)
+        return Named(author) if author else Named(unknown_person=person)
     prompt = Prompt(messages=(("system", SYSTEM), ("user", query)))
     parameters = llm_pb.GenerationParameters(max_new_tokens=12, temperature=0, stop_sequences=["\n"])
     result = await llm.generate(prompt, parameters, timeout=timeout, request_id=request_id)
-    if author := resolve_name(result.text, authors):
-        return Named(author)
-    return Named(unknown_person=named_in_query(result.text, query))
+    return Named(resolve_name(result.text, authors))

@@ -69,10 +69,8 @@ async def test_sources_group_the_context_by_document_with_evidence_and_the_answe
         assert evidence and evidence in " ".join(by_id[source.document_id].content.split())
     # The prompt numbers its context blocks as the sources are numbered.
     user = (backend.requests[-1].input.messages or ())[-1].content
-    kinds = {pb.CONTENT_KIND_ARTICLE: "article", pb.CONTENT_KIND_POST: "post", pb.CONTENT_KIND_REPOSITORY: "repository"}
-    assert [line for line in user.splitlines() if line.startswith("[")] == [
-        f"[{s.number}] {', '.join(x for x in (s.title, kinds[s.kind]) if x)}" for s in sources
-    ]
+    blocks = user.split(":\n", 1)[1].split("\n\nQuestion: ")[0].split("\n\n[")
+    assert [int(block.lstrip("[").split("]")[0]) for block in blocks] == [s.number for s in sources]
     # Citations: the markers that point at a source, in order, once; [7] points nowhere and is dropped.
     assert text.strip() == final.answer.strip()
     assert [(c.number, c.document_id, c.title, c.link) for c in final.citations] == [
@@ -88,8 +86,8 @@ async def test_the_context_is_compressed_to_the_sentences_closest_to_the_questio
         _, _, whole = await answer(rag, "What throughput did Elena measure with continuous batching?")
 
     user = (backend.requests[0].input.messages or ())[-1].content
-    blocks = user.split("Context:\n", 1)[1].split("\n\nQuestion: ")[0]
-    kept = [line for line in blocks.splitlines() if line and not line.startswith("[")]
+    blocks = user.split(":\n", 1)[1].split("\n\nQuestion: ")[0]
+    kept = [line.split("] ", 1)[-1] for line in blocks.splitlines() if line]
     assert 0 < sum(len(line) for line in kept) <= 80 * 4 + 4 * len(kept)  # the budget, in estimated tokens
     chunks = " ".join(" ".join(d.content.split()) for d in context.documents)
     for line in kept:  # only whole sentences of the retrieved chunks, in document order
@@ -123,7 +121,7 @@ async def test_unset_decoding_parameters_take_the_service_defaults_and_explicit_
 
 
 async def test_a_question_about_someone_who_is_not_an_author_is_declined_without_a_generation(embedder):
-    backend = ScriptedBackend(name="Marcus Feldmann")
+    backend = ScriptedBackend()
     async with running_llm(backend) as llm, running_rag(llm.target, embedder) as rag:
         await rag.ingest(DOCUMENTS)
         context, text, final = await answer(rag, "What does Marcus Feldmann think about speculative decoding?")
@@ -139,6 +137,7 @@ async def test_a_question_about_someone_who_is_not_an_author_is_declined_without
         assert not context.sources and not context.documents and not final.citations
         assert final.finish_reason == llm_pb.FINISH_REASON_END_OF_SEQUENCE
 
-        backend.name = "Ada Lovelace"  # a name the model made up is not in the question: answered as usual
-        _, text, _ = await answer(rag, "What does Marcus Feldmann think about speculative decoding?")
+        _, text, _ = await answer(rag, "What does Elena Vargas think about speculative decoding?")  # misspelt
         assert text.strip() == "Fine." and len(backend.requests) == 1
+        _, text, _ = await answer(rag, "How does Qdrant Edge store payload indexes?")  # a product, not a person
+        assert text.strip() == "Fine." and len(backend.requests) == 2

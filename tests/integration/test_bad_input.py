@@ -291,7 +291,7 @@ async def test_prompt_injection_in_a_document_changes_nothing_but_the_answer_tex
     assert messages is not None and [m.role for m in messages] == ["system", "user"]
     assert messages[0].content == SYSTEM  # template intact
     user = messages[1].content
-    assert user.startswith("Writer: Elena Varga\n\nContext:\n") and user.endswith(f"\n\nQuestion: {query}")
+    assert user.startswith("Context from Elena Varga's writing:\n") and user.endswith(f"\n\nQuestion: {query}")
     assert user.index("IGNORE PREVIOUS INSTRUCTIONS") < user.rindex("\n\nQuestion: ")  # inside the context
     assert request.parameters.max_new_tokens == 8
 

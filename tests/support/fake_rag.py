@@ -4,6 +4,12 @@ It implements llmtwin.rag.v1.RagService and grpc.health.v1 on 127.0.0.1, port 0:
 
 - ``AnswerStream`` sends one ``context`` event, then one ``delta`` per word of ``answer`` (each after
   ``delay_s``), then ``final``; ``Answer`` returns the same content in one message.
+- The context's ``sources`` are its ``documents`` grouped by document (numbered from 1, evidence = the best
+  chunk's content) unless ``sources`` is given (``()``: none, as from a server older than the field); the
+  final's ``citations`` are the sources the answer's ``[n]`` markers name, in order of first citation, each
+  once, as the contract says.
+- ``hold_final`` (an ``asyncio.Event``), when given, holds the ``final`` message (and ``Answer``'s reply)
+  until it is set, so that a test can look at a stream whose deltas are all out but which is not done.
 - ``fail`` makes the next calls fail with a rich status (ErrorInfo + BadRequest, encoded by
   servekit.errors exactly as the real services do), before the first event or after some deltas.
 - Every call's request and ``x-request-id`` metadata are recorded, and so are cancellations
@@ -16,6 +22,7 @@ It implements llmtwin.rag.v1.RagService and grpc.health.v1 on 127.0.0.1, port 0:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +39,12 @@ from servekit.errors import InvalidArgument, ServiceError, to_status
 RAG_SERVICE_NAME = "llmtwin.rag.v1.RagService"
 DOMAIN = "rag.llmtwin"
 
-DEFAULT_ANSWER = "Retrieval augmented generation grounds the answer in my own articles, then streams it."
+# Cites source 1, then 2 and 7; there is no source 7, so the citations are [1, 2].
+DEFAULT_ANSWER = (
+    "Retrieval augmented generation grounds the answer in my own articles [1] and posts [2, 7], then streams it."
+)
+# [1], [2, 3]: the markers the RAG prompt asks the model to write.
+CITATION = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 
 DEFAULT_DOCUMENTS = (
     rag_pb2.RetrievedDocument(
@@ -59,7 +71,47 @@ DEFAULT_DOCUMENTS = (
         score=0.55,
         vector_score=0.61,
     ),
+    rag_pb2.RetrievedDocument(
+        document_id="doc-1",
+        kind=rag_pb2.CONTENT_KIND_ARTICLE,
+        author_id="paul",
+        author_full_name="Paul Iusztin",
+        title="An end-to-end framework for production-ready LLM systems",
+        link="https://example.org/llm-twin",
+        chunk_index=3,
+        content="It is fine-tuned on your own articles, posts and code.",
+        score=0.42,
+        vector_score=0.58,
+    ),
 )
+
+
+def sources_of(documents: tuple[rag_pb2.RetrievedDocument, ...]) -> list[rag_pb2.Source]:
+    """The documents grouped by document id, in the rank of their best chunk, numbered from 1."""
+    groups: dict[str, list[rag_pb2.RetrievedDocument]] = {}
+    for document in documents:
+        groups.setdefault(document.document_id, []).append(document)
+    sources = []
+    for number, chunks in enumerate(groups.values(), 1):
+        best = chunks[0]
+        sources.append(
+            rag_pb2.Source(
+                number=number,
+                document_id=best.document_id,
+                kind=best.kind,
+                author_id=best.author_id,
+                author_full_name=best.author_full_name,
+                title=best.title,
+                link=best.link,
+                score=best.score,
+                chunks=[
+                    rag_pb2.SourceChunk(chunk_index=d.chunk_index, score=d.score, vector_score=d.vector_score)
+                    for d in chunks
+                ],
+                evidence=best.content,
+            )
+        )
+    return sources
 
 
 @dataclass
@@ -94,14 +146,18 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         answer: str = DEFAULT_ANSWER,
         delay_s: float = 0.0,
         documents: tuple[rag_pb2.RetrievedDocument, ...] = DEFAULT_DOCUMENTS,
+        sources: tuple[rag_pb2.Source, ...] | None = None,
         finish_reason: int = llm_pb2.FINISH_REASON_END_OF_SEQUENCE,
         fail: Failure | None = None,
+        hold_final: asyncio.Event | None = None,
     ) -> None:
         self.answer = answer
         self.delay_s = delay_s
         self.documents = documents
+        self.sources = sources
         self.finish_reason = finish_reason
         self.fail = fail
+        self.hold_final = hold_final
         self.requests: list[rag_pb2.AnswerRequest] = []
         self.request_ids: list[str] = []
         self.deltas_sent = 0
@@ -114,12 +170,26 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         words = self.answer.split(" ")
         return [word if i == 0 else " " + word for i, word in enumerate(words)]
 
+    def context_sources(self) -> list[rag_pb2.Source]:
+        """The sources of the context: ``sources`` when given, else the documents grouped."""
+        return list(self.sources) if self.sources is not None else sources_of(self.documents)
+
+    def citations(self) -> list[rag_pb2.Citation]:
+        """The sources the answer's [n] markers name, in order of first citation, each once."""
+        by_number = {source.number: source for source in self.context_sources()}
+        numbers = [int(n) for group in CITATION.findall(self.answer) for n in group.split(",")]
+        cited = {n: by_number[n] for n in numbers if n in by_number}
+        return [
+            rag_pb2.Citation(number=n, document_id=s.document_id, title=s.title, link=s.link) for n, s in cited.items()
+        ]
+
     def context(self) -> rag_pb2.AnswerContext:
         """The context every answer carries."""
         return rag_pb2.AnswerContext(
             documents=self.documents,
             expanded_queries=[self.requests[-1].query if self.requests else ""],
             author=rag_pb2.Author(id="paul", full_name="Paul Iusztin"),
+            sources=self.context_sources(),
         )
 
     def final(self, request_id: str) -> rag_pb2.AnswerFinal:
@@ -139,6 +209,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
             time_to_first_token_s=0.05,
             total_time_s=0.25,
             model_id="fake-model",
+            citations=self.citations(),
         )
 
     async def AnswerStream(
@@ -156,10 +227,13 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
                 await asyncio.sleep(self.delay_s)
                 self.deltas_sent += 1
                 yield rag_pb2.AnswerStreamResponse(delta=rag_pb2.AnswerDelta(text=piece))
+            if self.hold_final:
+                await self.hold_final.wait()
             yield rag_pb2.AnswerStreamResponse(final=self.final(request_id))
             self.completed += 1
-        except asyncio.CancelledError:
-            # grpc.aio cancels the handler when the client cancels the call.
+        except (asyncio.CancelledError, GeneratorExit):
+            # When the client cancels the call, grpc.aio cancels the handler; if that lands while grpc is sending
+            # a message (outside this generator), the generator is closed instead (GeneratorExit at its yield).
             self.cancelled_at = time.monotonic()
             self.cancelled.set()
             raise
@@ -170,6 +244,8 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         if self.fail:
             await context.abort_with_status(self.fail.status())
         await asyncio.sleep(self.delay_s)
+        if self.hold_final:
+            await self.hold_final.wait()
         self.completed += 1
         return rag_pb2.AnswerResponse(context=self.context(), final=self.final(request_id))
 

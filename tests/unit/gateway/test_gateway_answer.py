@@ -21,6 +21,47 @@ from tests.support.fake_rag import Failure, FakeRag, FakeRagServer
 
 QUESTION = {"query": "What is an LLM twin?"}
 
+# The fake's three chunks grouped by document, as the gateway must show them (kind by short name).
+SOURCES = [
+    {
+        "number": 1,
+        "document_id": "doc-1",
+        "kind": "article",
+        "author_id": "paul",
+        "author_full_name": "Paul Iusztin",
+        "title": "An end-to-end framework for production-ready LLM systems",
+        "link": "https://example.org/llm-twin",
+        "score": 0.91,
+        "chunks": [
+            {"chunk_index": 0, "score": 0.91, "vector_score": 0.72},
+            {"chunk_index": 3, "score": 0.42, "vector_score": 0.58},
+        ],
+        "evidence": "The LLM Twin learns to write like you.",
+    },
+    {
+        "number": 2,
+        "document_id": "doc-2",
+        "kind": "post",
+        "author_id": "maxime",
+        "author_full_name": "Maxime Labonne",
+        "title": "Fine-tuning with DPO",
+        "link": "https://example.org/dpo",
+        "score": 0.55,
+        "chunks": [{"chunk_index": 2, "score": 0.55, "vector_score": 0.61}],
+        "evidence": "Preference alignment after supervised fine-tuning.",
+    },
+]
+# The fake's answer cites [1] and [2, 7]; there is no source 7.
+CITATIONS = [
+    {
+        "number": 1,
+        "document_id": "doc-1",
+        "title": "An end-to-end framework for production-ready LLM systems",
+        "link": "https://example.org/llm-twin",
+    },
+    {"number": 2, "document_id": "doc-2", "title": "Fine-tuning with DPO", "link": "https://example.org/dpo"},
+]
+
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
     """(event, decoded data) pairs of a text/event-stream response, as they arrive."""
@@ -58,6 +99,18 @@ async def test_answer_returns_context_and_final_as_json(client: httpx.AsyncClien
     assert body["final"]["finish_reason"] == "end_of_sequence"
     assert body["final"]["usage"]["prompt_tokens"] == 42
     assert body["final"]["model_id"] == "fake-model"
+    assert body["context"]["sources"] == SOURCES
+    assert body["final"]["citations"] == CITATIONS
+
+
+async def test_a_context_without_sources_has_an_empty_list(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    fake.sources = ()  # a RAG service older than the field
+    fake.answer = "No sources to cite [1]."
+
+    body = (await client.post("/v1/answer", json=QUESTION)).json()
+
+    assert body["context"]["sources"] == [] and body["final"]["citations"] == []
+    assert len(body["context"]["documents"]) == 3
 
 
 async def test_options_and_parameters_reach_the_rag_service_translated(
@@ -66,7 +119,14 @@ async def test_options_and_parameters_reach_the_rag_service_translated(
     body = {
         "query": "How do I fine-tune with DPO?",
         "options": {"top_k": 5, "expand_queries": 0, "rerank": False, "author": "Maxime Labonne", "kinds": ["post"]},
-        "parameters": {"max_new_tokens": 64, "temperature": 0.2, "stop_sequences": ["\n\n"], "seed": 7},
+        "parameters": {
+            "max_new_tokens": 64,
+            "temperature": 0.2,
+            "stop_sequences": ["\n\n"],
+            "seed": 7,
+            "frequency_penalty": 0.5,
+            "presence_penalty": -1.25,
+        },
     }
     assert (await client.post("/v1/answer", json=body)).status_code == 200
 
@@ -80,6 +140,25 @@ async def test_options_and_parameters_reach_the_rag_service_translated(
     assert sent.parameters.temperature == pytest.approx(0.2)
     assert not sent.parameters.HasField("top_p")
     assert list(sent.parameters.stop_sequences) == ["\n\n"]
+    assert sent.parameters.frequency_penalty == 0.5 and sent.parameters.presence_penalty == -1.25
+
+
+async def test_penalties_left_out_stay_unset(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    assert (
+        await client.post("/v1/answer", json={**QUESTION, "parameters": {"presence_penalty": 0}})
+    ).status_code == 200
+
+    sent = fake.requests[-1].parameters
+    assert not sent.HasField("frequency_penalty")
+    assert sent.HasField("presence_penalty") and sent.presence_penalty == 0.0
+
+
+async def test_a_penalty_that_is_not_a_finite_number_is_422(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    response = await client.post("/v1/answer", json={**QUESTION, "parameters": {"frequency_penalty": "high"}})
+
+    assert response.status_code == 422
+    assert [v["field"] for v in response.json()["error"]["field_violations"]] == ["parameters.frequency_penalty"]
+    assert fake.requests == []
 
 
 async def test_request_id_round_trips_from_header_to_metadata_and_back(
@@ -110,6 +189,8 @@ async def test_stream_sends_context_then_deltas_then_done(base_url: str, fake: F
     names = [name for name, _ in events]
     assert names == ["context"] + ["delta"] * len(fake.pieces()) + ["done"]
     assert events[0][1]["documents"][1]["kind"] == "post"
+    assert events[0][1]["sources"] == SOURCES
+    assert events[-1][1]["citations"] == CITATIONS
     assert "".join(data["text"] for name, data in events if name == "delta") == fake.answer
     assert events[-1][1]["answer"] == fake.answer
     assert events[-1][1]["finish_reason"] == "end_of_sequence"

@@ -27,6 +27,17 @@ MESSAGES = [
     {"role": "user", "content": "What is an LLM twin?"},
 ]
 
+# The fake's answer cites [1] and [2, 7]; there is no source 7.
+CITATIONS = [
+    {
+        "number": 1,
+        "document_id": "doc-1",
+        "title": "An end-to-end framework for production-ready LLM systems",
+        "link": "https://example.org/llm-twin",
+    },
+    {"number": 2, "document_id": "doc-2", "title": "Fine-tuning with DPO", "link": "https://example.org/dpo"},
+]
+
 
 async def test_models_lists_the_one_model(client: openai.AsyncOpenAI) -> None:
     models = [model.id async for model in client.models.list()]
@@ -41,7 +52,9 @@ async def test_a_completion_answers_the_last_user_message(client: openai.AsyncOp
         top_p=0.9,
         max_tokens=50,
         stop="###",
-        seed=3,  # type: ignore[arg-type]
+        seed=3,
+        frequency_penalty=0.5,
+        presence_penalty=-1.25,  # type: ignore[arg-type]
     )
 
     assert completion.object == "chat.completion" and completion.model == "llm-twin"
@@ -51,12 +64,15 @@ async def test_a_completion_answers_the_last_user_message(client: openai.AsyncOp
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.prompt_tokens == 42
     assert completion.usage.total_tokens == 42 + len(fake.pieces())
+    # The extension field: the SDK keeps fields it does not know in model_extra.
+    assert completion.model_extra is not None and completion.model_extra["citations"] == CITATIONS
 
     sent = fake.requests[-1]
     assert sent.query == "What is an LLM twin?"
     assert sent.parameters.max_new_tokens == 50 and sent.parameters.seed == 3
     assert sent.parameters.temperature == pytest.approx(0.3) and sent.parameters.top_p == pytest.approx(0.9)
     assert list(sent.parameters.stop_sequences) == ["###"]
+    assert sent.parameters.frequency_penalty == 0.5 and sent.parameters.presence_penalty == -1.25
 
 
 async def test_max_completion_tokens_wins_and_length_is_reported(client: openai.AsyncOpenAI, fake: FakeRag) -> None:
@@ -72,6 +88,7 @@ async def test_max_completion_tokens_wins_and_length_is_reported(client: openai.
     assert completion.choices[0].finish_reason == "length"
     sent = fake.requests[-1]
     assert sent.query == "Parts too" and sent.parameters.max_new_tokens == 20
+    assert not sent.parameters.HasField("frequency_penalty") and not sent.parameters.HasField("presence_penalty")
     assert sent.options.author == "Paul Iusztin"
 
 
@@ -92,6 +109,9 @@ async def test_streaming_sends_role_then_content_then_finish_then_usage(
     content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert content == fake.answer
     assert chunks[-2].choices[0].finish_reason == "stop"
+    assert getattr(chunks[-2], "citations", None) == CITATIONS
+    others = chunks[:-2] + chunks[-1:]
+    assert [getattr(chunk, "citations", None) for chunk in others] == [None] * len(others)
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == len(fake.pieces())
 
@@ -101,7 +121,19 @@ async def test_streaming_without_usage_ends_with_the_finish_chunk(client: openai
     chunks = [chunk async for chunk in stream]
 
     assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra is not None and chunks[-1].model_extra["citations"] == CITATIONS
     assert all(chunk.usage is None for chunk in chunks)
+
+
+async def test_an_answer_that_cites_nothing_has_empty_citations(client: openai.AsyncOpenAI, fake: FakeRag) -> None:
+    fake.answer = "Nothing cited here, and [9] names no source."
+    completion = await client.chat.completions.create(model="llm-twin", messages=MESSAGES)  # type: ignore[arg-type]
+    stream = await client.chat.completions.create(model="llm-twin", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    last = [chunk async for chunk in stream][-1]
+
+    assert completion.model_extra is not None and completion.model_extra["citations"] == []
+    assert last.choices[0].finish_reason == "stop"
+    assert last.model_extra is not None and last.model_extra["citations"] == []
 
 
 async def test_the_raw_stream_ends_with_done(base_url: str) -> None:

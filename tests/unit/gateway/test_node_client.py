@@ -1,4 +1,5 @@
-"""clients/node/ask.js against the FakeRag gRPC server: sources first, the streamed answer, errors as exit codes."""
+"""clients/node/ask.js against the FakeRag gRPC server: sources first, the streamed answer, the cited sources,
+errors as exit codes."""
 
 from __future__ import annotations
 
@@ -35,14 +36,39 @@ async def test_prints_the_sources_then_the_streamed_answer(rag: FakeRagServer, f
     code, out, err = await ask("What is an LLM twin?", "--target", rag.target, "--author", "Paul Iusztin")
 
     assert code == 0, err
-    sources, answer = out.split("Answer:\n")
-    assert "1. An end-to-end framework for production-ready LLM systems — Paul Iusztin (article)" in sources
-    assert "https://example.org/llm-twin" in sources
-    assert "2. Fine-tuning with DPO — Maxime Labonne (post)" in sources
+    sources, rest = out.split("Answer:\n")
+    answer, cited = rest.split("\nCited:\n")
+    # One entry per document (the fake's three chunks come from two), with its evidence.
+    assert sources.splitlines() == [
+        "Sources:",
+        "  1. An end-to-end framework for production-ready LLM systems — Paul Iusztin (article) score 0.910,"
+        " 2 passages",
+        "     https://example.org/llm-twin",
+        '     "The LLM Twin learns to write like you."',
+        "  2. Fine-tuning with DPO — Maxime Labonne (post) score 0.550",
+        "     https://example.org/dpo",
+        '     "Preference alignment after supervised fine-tuning."',
+        "",
+    ]
     assert answer.strip() == fake.answer
+    assert cited.splitlines() == [
+        "  [1] An end-to-end framework for production-ready LLM systems https://example.org/llm-twin",
+        "  [2] Fine-tuning with DPO https://example.org/dpo",
+    ]
     assert "end_of_sequence" in err and "fake-model" in err
     assert fake.requests[-1].query == "What is an LLM twin?"
     assert fake.requests[-1].options.author == "Paul Iusztin"
+
+
+async def test_without_sources_it_lists_the_documents_and_no_citations(rag: FakeRagServer, fake: FakeRag) -> None:
+    fake.sources = ()  # a RAG service older than the field
+    fake.answer = "Nothing cited."
+
+    code, out, err = await ask("What is an LLM twin?", "--target", rag.target)
+
+    assert code == 0, err
+    assert "  3. An end-to-end framework for production-ready LLM systems — Paul Iusztin (article) score 0.420\n" in out
+    assert "Cited:" not in out and out.endswith("Answer:\nNothing cited.\n")
 
 
 async def test_a_grpc_error_exits_non_zero_with_the_status(rag: FakeRagServer, fake: FakeRag) -> None:

@@ -10,7 +10,7 @@ from rag_service.pipeline.expand import parse_expansions
 from rag_service.pipeline.prompt import SYSTEM, fit_prompt, render
 from rag_service.pipeline.rerank import MmrReranker, VectorOrder
 from rag_service.pipeline.search import SearchRun, dedupe
-from rag_service.pipeline.self_query import match_author, mentions_a_name, named_in_query, resolve_name
+from rag_service.pipeline.self_query import match_author, mentions_a_name, person_asked_about, resolve_name
 from rag_service.pipeline.sources import Source, group_by_document
 from rag_service.types import Author, Chunk, Kind, ScoredChunk
 
@@ -92,6 +92,11 @@ def sources_of(*hits: ScoredChunk) -> list[Source]:
     return group_by_document(hits)
 
 
+def other_author_hit() -> ScoredChunk:
+    chunk = Chunk("b", Kind.POST, "tomas-okafor", "Tomás Okafor", 0, "b chunk 0", "", "")
+    return ScoredChunk(chunk, 0.8, 0.8)
+
+
 async def test_prompt_fitting_cuts_context_from_the_bottom_and_never_the_question():
     sources = sources_of(*(hit(d, 0, 0.9 - i / 10, (1, 0), text="word " * 100) for i, d in enumerate("abc")))
     built = await fit_prompt("What is it?", sources, None, style="chat", budget=300, count=count_words)
@@ -106,7 +111,7 @@ async def test_prompt_fitting_cuts_context_from_the_bottom_and_never_the_questio
 def test_alpaca_format_wraps_the_instruction_as_twinllama_was_trained():
     prompt = render("Why?", sources_of(hit("a", 0, 0.9, (1, 0))), AUTHORS[0], "alpaca")
     assert prompt.text is not None and prompt.text.startswith("Below is an instruction")
-    assert f"### Instruction:\n{SYSTEM}\n\nWriter: Elena Varga\n\nContext:\n[1] T, article\na chunk 0" in prompt.text
+    assert f"### Instruction:\n{SYSTEM}\n\nContext from Elena Varga's writing:\n[1] a chunk 0" in prompt.text
     assert prompt.text.endswith("Question: Why?\n\n### Response:\n")
 
 
@@ -114,14 +119,24 @@ def test_the_fixed_instruction_comes_first_and_the_request_follows_in_the_user_t
     one = render("Why?", sources_of(hit("a", 0, 0.9, (1, 0))), AUTHORS[0], "chat")
     other = render("How?", sources_of(hit("b", 0, 0.9, (1, 0))), AUTHORS[1], "chat")
     assert one.messages[0] == other.messages[0] == ("system", SYSTEM)  # a prefix the engine's KV cache reuses
-    assert one.messages[1] == ("user", "Writer: Elena Varga\n\nContext:\n[1] T, article\na chunk 0\n\nQuestion: Why?")
-    assert other.messages[1][1].startswith("Writer: Tomás Okafor\n")
+    assert one.messages[1] == ("user", "Context from Elena Varga's writing:\n[1] a chunk 0\n\nQuestion: Why?")
+    assert other.messages[1][1].startswith("Context from Tomás Okafor's writing:\n")
+    two = render("Who?", sources_of(hit("a", 0, 0.9, (1, 0)), other_author_hit()), None, "chat")
+    assert two.messages[1][1].startswith("Context from the writing of Elena Varga and Tomás Okafor:\n[1] a chunk 0")
 
 
-def test_a_full_name_counts_only_as_the_question_spells_it():
-    query = "What does Marcus Feldmann's team think of TGI?"
-    assert named_in_query("Marcus Feldmann", query) == "Marcus Feldmann"
-    assert named_in_query("marcus feldmann", query) == "Marcus Feldmann"
-    assert named_in_query("Marcus", query) == ""  # one word: a product as often as a person
-    assert named_in_query("Ada Lovelace", query) == "" and named_in_query("NONE", query) == ""
-    assert named_in_query("speculative decoding", "What is speculative decoding?") == ""  # not capitalized
+@pytest.mark.parametrize(
+    ("query", "person"),
+    [
+        ("What does Marcus Feldmann think about speculative decoding?", "Marcus Feldmann"),
+        ("Which LoRA rank did Sofia Marchetti choose for her twin?", "Sofia Marchetti"),
+        ("What benchmark does Kenji Watanabe recommend?", "Kenji Watanabe"),
+        ("According to Ada King Lovelace, what matters?", "Ada King Lovelace"),
+        ("How does Qdrant Edge store payload indexes?", ""),  # a product: no verb of opinion follows
+        ("How does Hugging Face TGI compare with vLLM?", ""),
+        ("What does Marcus think about it?", ""),  # one word: not a full name
+        ("Why use Continuous Batching on an A10G?", ""),
+    ],
+)
+def test_a_person_the_question_asks_about_is_found_by_its_grammar(query: str, person: str):
+    assert person_asked_about(query) == person

@@ -33,7 +33,7 @@ def test_sentences_split_at_sentence_ends_and_lines_joining_fragments():
     assert split_sentences(text) == [
         "The first sentence is here.",
         "Second one is 3.5 s long!",
-        "- ok Third line is long enough to stand. End.",
+        "- ok\nThird line is long enough to stand.\nEnd.",
     ]
 
 
@@ -97,3 +97,14 @@ async def test_sentence_vectors_are_cached_across_questions():
     await compressor.compress(QUESTION, sources, budget=100)
     await compressor.compress([0.0, 1.0, 0.0, 0.0], sources, budget=100)
     assert len(embedder.embedded) == 3  # three sentences, embedded once
+
+
+async def test_overlapping_chunks_give_each_sentence_once_and_code_keeps_its_lines():
+    code = "def handler(request):\n    return batcher.submit(request)\n# the batching happens in submit"
+    first = hit("a", 0, 0.9, "Batching is the whole trick here. The overlap sentence is repeated here.")
+    second = hit("a", 1, 0.8, f"The overlap sentence is repeated here.\n{code}")
+    (source,) = group_by_document([first, second])
+    assert split_sentences(source.text).count("The overlap sentence is repeated here.") == 1
+    (kept,) = await Compressor(AxisEmbedder().embed).compress(QUESTION, [source], budget=1000)
+    assert kept.text == f"Batching is the whole trick here. The overlap sentence is repeated here.\n{code}"
+    assert "\n" not in kept.evidence
