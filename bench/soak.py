@@ -228,7 +228,9 @@ class Traffic:
     async def answer(self, stub: pb_grpc.RagServiceStub, http: httpx.AsyncClient) -> tuple[str, float | None]:
         """One unary Answer."""
         response = await stub.Answer(self._request(), timeout=CALL_TIMEOUT_S)
-        return ("OK" if response.final.usage.completion_tokens else "EMPTY_ANSWER"), None
+        # The answer's text, not its token count: a question about someone who is not an author in the store
+        # is answered by the service itself, with no generation.
+        return ("OK" if response.final.answer.strip() else "EMPTY_ANSWER"), None
 
     async def retrieve(self, stub: pb_grpc.RagServiceStub, http: httpx.AsyncClient) -> tuple[str, float | None]:
         """One Retrieve."""

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     dry_base: float = Field(default=1.75, ge=1, description="embedded: DRY penalty growth per repeated token.")
     dry_allowed_length: int = Field(default=2, ge=1, description="embedded: DRY: repeats this long go unpenalized.")
+    cache_prompt: bool = Field(
+        default=True, description="embedded: reuse a slot's KV for the prompt prefix it shares with its last prompt."
+    )
     n_cache_reuse: int = Field(
         default=0, ge=0, description="embedded: reuse cached KV chunks of at least this many tokens (0: prefix only)."
     )

@@ -20,10 +20,10 @@ from rag_service.llm_client import LlmClient
 from rag_service.pipeline.compress import Compressor
 from rag_service.pipeline.expand import expand_query
 from rag_service.pipeline.loops import LoopGuard
-from rag_service.pipeline.prompt import TEMPLATE_VERSION, fit_prompt
+from rag_service.pipeline.prompt import STOP_SEQUENCES, TEMPLATE_VERSION, fit_prompt
 from rag_service.pipeline.rerank import Reranker, VectorOrder
 from rag_service.pipeline.search import dedupe, search_all
-from rag_service.pipeline.self_query import Named, extract_author, normalize
+from rag_service.pipeline.self_query import Named, extract_author, normalize, resolve_name
 from rag_service.pipeline.sources import Source, cited, group_by_document
 from rag_service.settings import Settings
 from rag_service.store.base import VectorStore
@@ -33,6 +33,7 @@ from rag_service.types import Author, Kind, ScoredChunk
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_STOP_SEQUENCES = 8  # the LLM contract's limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +115,16 @@ class Rag:
         self._authors = None
 
     async def find_author(self, name: str) -> Author:
-        """The store's author with this id or full name; InvalidArgument for an unknown one."""
+        """The store's author with this id or full name; InvalidArgument for one the store does not have (asked
+        again before refusing: the cache may predate the author's ingestion)."""
         wanted = normalize(name)
-        authors = await self.authors()
-        for author in authors:
-            if wanted in (normalize(author.id), normalize(author.full_name)):
-                return author
+        for fresh in (False, True):
+            if fresh:
+                self.forget_authors()
+            authors = await self.authors()
+            for author in authors:
+                if wanted in (normalize(author.id), normalize(author.full_name)):
+                    return author
         known = ", ".join(a.full_name for a in authors) or "none yet"
         raise InvalidArgument({"options.author": f"unknown author {name!r}; authors in the store: {known}"})
 
@@ -170,13 +175,21 @@ class Rag:
                 timings,
                 rec,
                 {"query": query},
-                lambda n: {"author": n.author.full_name if n.author else None, "unknown_person": n.unknown_person},
+                lambda n: (
+                    {"author": n.author.full_name if n.author else None}
+                    | ({"unknown_person": n.unknown_person} if n.unknown_person else {})
+                ),
             )
 
         expansions, detected = await asyncio.gather(
             expand() if options.expand_queries else _value([]),
             self_query() if options.self_query and author is None else _value(Named()),
         )
+        if detected.unknown_person:
+            # The cached author list may predate this author's ingestion: ask the store before declining.
+            self.forget_authors()
+            if found := resolve_name(detected.unknown_person, await self.authors()):
+                detected = Named(found)
         author = author or detected.author
         queries = [query, *expansions]
 
@@ -403,6 +416,8 @@ class Rag:
             parameters.frequency_penalty = self.settings.default_frequency_penalty
         if not parameters.HasField("presence_penalty") and self.settings.default_presence_penalty:
             parameters.presence_penalty = self.settings.default_presence_penalty
+        room = MAX_STOP_SEQUENCES - len(parameters.stop_sequences)
+        parameters.stop_sequences.extend([s for s in STOP_SEQUENCES if s not in parameters.stop_sequences][:room])
         return parameters
 
     async def _step(self, name, work: Awaitable[T], fallback: T, timings, rec, input, output) -> T:  # type: ignore[no-untyped-def]

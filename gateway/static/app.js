@@ -229,6 +229,11 @@ async function ask(event) {
         metaText.textContent =
           `${usage.completion_tokens || 0} tokens · first token ${(data.time_to_first_token_s || 0).toFixed(2)} s` +
           ` · total ${(data.total_time_s || 0).toFixed(2)} s · ${data.model_id || ""}`;
+        if (typeof data.answer === "string" && data.answer !== answerText) {
+          // The service ended the answer short of what streamed (its loop guard cut a repetition).
+          resetAnswer();
+          appendAnswer(data.answer);
+        }
         markCited(data.citations);
         setState("done", "");
       } else if (name === "error") {

@@ -64,6 +64,7 @@ class EmbeddedBackend:
         n_threads: int = 2,
         sampling: dict[str, float] | None = None,
         n_cache_reuse: int = 0,
+        cache_prompt: bool = True,
     ):
         self._path = model_path
         self._model_id = model_id or model_path.name
@@ -74,6 +75,7 @@ class EmbeddedBackend:
         # Server-side sampling settings sent with every request (DRY, the repetition penalty's window).
         self._sampling = dict(sampling or {})
         self._n_cache_reuse = n_cache_reuse
+        self._cache_prompt = cache_prompt
         self._server: Any = None
         self._http: httpx.AsyncClient | None = None
         # One thread per slot, plus headroom so a finishing call never delays a new one.
@@ -169,7 +171,7 @@ class EmbeddedBackend:
             "frequency_penalty": p.frequency_penalty,
             "presence_penalty": p.presence_penalty,
             **self._sampling,
-            "cache_prompt": True,  # reuse the slot's KV for the prompt prefix it shares with the last one
+            "cache_prompt": self._cache_prompt,  # reuse the slot's KV for the prefix it shares with the last prompt
             "stream_options": {"include_usage": True},
         }
         if p.seed is not None:
@@ -202,6 +204,7 @@ class EmbeddedBackend:
         text: list[str] = []
         finish = FinishReason.UNSPECIFIED
         usage: dict[str, int] = {}
+        chunks = 0  # generated pieces seen: the completion's length when llama.cpp's own usage never comes
         try:
             while (chunk := await queue.get()) is not _DONE:
                 if isinstance(chunk, Exception):
@@ -209,6 +212,7 @@ class EmbeddedBackend:
                 if "error" in chunk:
                     raise _chunk_error(chunk["error"])
                 usage = chunk.get("usage") or usage
+                chunks += bool(chunk.get("choices"))
                 for choice in chunk.get("choices", ()):
                     if choice.get("finish_reason"):
                         finish = _FINISH.get(choice["finish_reason"], FinishReason.UNSPECIFIED)
@@ -224,6 +228,8 @@ class EmbeddedBackend:
             if not matcher.stopped and (rest := matcher.flush()):
                 text.append(rest)
                 yield Token(rest)
+            if not usage:  # stopped by a stop sequence before llama.cpp's last chunk (the one with usage)
+                usage = {"prompt_tokens": await self.count_tokens(request.input), "completion_tokens": chunks}
             yield Completion(
                 finish_reason=finish,
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),

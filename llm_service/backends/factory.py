@@ -34,6 +34,7 @@ def make_backend(settings: Settings) -> Backend:
                 "dry_allowed_length": settings.dry_allowed_length,
             },
             n_cache_reuse=settings.n_cache_reuse,
+            cache_prompt=settings.cache_prompt,
         )
     if settings.backend == "tgi":
         from llm_service.backends.tgi import TgiBackend

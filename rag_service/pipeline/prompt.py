@@ -20,8 +20,10 @@ TEMPLATE_VERSION = "twin-v3"
 SYSTEM = (
     "You are the digital twin of a writer. Answer the question as the writer, in the first person, in a few "
     "sentences, using only the facts in the numbered context. After each fact, cite its block like [1]. If "
-    "the context does not answer the question, say that you don't know."
+    "the context does not answer the question, say that you don't know. Use the exact numbers of the context."
 )
+# Small models go on to write the prompt's next label; generation stops there (added to the caller's stops).
+STOP_SEQUENCES = ("Question:",)
 ALPACA = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "
     "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"

@@ -11,6 +11,8 @@ from llm_service.backends.echo import EchoBackend
 from llm_service.types import Completion, FinishReason, Request, Token
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
+from rag_service import convert
+from rag_service.ingest import Ingestor
 from rag_service.pipeline.self_query import SYSTEM as SELF_QUERY_SYSTEM
 from tests.support.llm import running_llm
 from tests.support.rag import corpus, running_rag
@@ -42,7 +44,7 @@ class ScriptedBackend(EchoBackend):
         yield Completion(FinishReason.END_OF_SEQUENCE, 10, len(words), "".join(words))
 
 
-async def answer(rag, query: str, **parameters: float) -> tuple[pb.AnswerContext, str, pb.AnswerFinal]:
+async def answer(rag, query: str, **parameters: object) -> tuple[pb.AnswerContext, str, pb.AnswerFinal]:
     request = pb.AnswerRequest(query=query, parameters=llm_pb.GenerationParameters(**parameters))
     events = [m async for m in rag.stub.AnswerStream(request, timeout=30)]
     text = "".join(m.delta.text for m in events if m.WhichOneof("event") == "delta")
@@ -109,7 +111,16 @@ async def test_unset_decoding_parameters_take_the_service_defaults_and_explicit_
         await rag.ingest(DOCUMENTS[:3])
         await answer(rag, "What is batching?")
         await answer(rag, "What is batching?", repetition_penalty=1.0, frequency_penalty=0.0, max_new_tokens=9)
-    p, q = (r.parameters for r in backend.requests)
+        stops = [f"stop{i}" for i in range(8)]
+        await answer(rag, "What is batching?", stop_sequences=["END"])
+        await answer(rag, "What is batching?", stop_sequences=stops)
+    p, q, one, full = (r.parameters for r in backend.requests)
+    # The prompt's own next label ends an answer, after the caller's stops and within the contract's 8.
+    assert (p.stop_sequences, one.stop_sequences, full.stop_sequences) == (
+        ("Question:",),
+        ("END", "Question:"),
+        tuple(stops),
+    )
     assert (p.repetition_penalty, p.frequency_penalty, p.presence_penalty) == pytest.approx((1.25, 0.4, 0.2))
     assert (p.max_new_tokens, p.temperature) == (120, pytest.approx(0.1))
     assert (q.repetition_penalty, q.frequency_penalty, q.presence_penalty, q.max_new_tokens) == (
@@ -141,3 +152,22 @@ async def test_a_question_about_someone_who_is_not_an_author_is_declined_without
         assert text.strip() == "Fine." and len(backend.requests) == 1
         _, text, _ = await answer(rag, "How does Qdrant Edge store payload indexes?")  # a product, not a person
         assert text.strip() == "Fine." and len(backend.requests) == 2
+
+
+async def test_an_author_written_behind_this_replicas_back_is_found_not_declined(embedder):
+    """Another replica (or direct ingestion) adds an author after this replica cached the author list."""
+    backend = ScriptedBackend()
+    elena = [d for d in DOCUMENTS if d.author_id == "elena-varga"]
+    tomas = [convert.document_from_proto(d)[0] for d in DOCUMENTS if d.author_id == "tomas-okafor"]
+    async with running_llm(backend) as llm, running_rag(llm.target, embedder) as rag:
+        await rag.ingest(elena)
+        await answer(rag, "What does Elena Varga think about batching?")  # caches [Elena Varga]
+        await Ingestor(rag.server.rag.store, embedder).ingest(tomas)  # not through this replica
+
+        context, text, _ = await answer(rag, "What does Tomás Okafor think about change streams?")
+        assert text.strip() == "Fine." and context.author.full_name == "Tomás Okafor"
+        assert {d.author_id for d in context.documents} == {"tomas-okafor"}
+        retrieved = await rag.stub.Retrieve(
+            pb.RetrieveRequest(query="change streams", options=pb.RetrievalOptions(author="Tomás Okafor"))
+        )
+        assert retrieved.context.author.id == "tomas-okafor"  # an explicit author is checked against the store

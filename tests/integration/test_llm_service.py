@@ -66,6 +66,17 @@ async def test_embedded_repetition_controls_reach_llama_cpp():
         assert penalised != plain and len(set(penalised)) / len(penalised) > len(set(plain)) / len(plain)
 
 
+async def test_embedded_usage_is_counted_when_a_stop_sequence_ends_the_generation():
+    async with running_llm() as llm:
+        text = "Count: one, two, three, four, five, six, seven, eight"
+        params = pb.GenerationParameters(max_new_tokens=40, temperature=0, stop_sequences=["four"])
+        result = (await llm.stub.Generate(pb.GenerateRequest(prompt=text, parameters=params))).result
+        assert result.finish_reason == pb.FINISH_REASON_STOP_SEQUENCE and "four" not in result.text
+        count = await llm.stub.CountTokens(pb.CountTokensRequest(prompt=text))
+        assert result.usage.prompt_tokens == count.token_count
+        assert 0 < result.usage.completion_tokens < 40
+
+
 async def test_embedded_unary_generate_counts_tokens_and_describes_the_model():
     async with running_llm() as llm:
         params = pb.GenerationParameters(max_new_tokens=8, temperature=0, seed=1, return_logprobs=True)

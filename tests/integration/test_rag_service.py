@@ -106,7 +106,15 @@ async def test_answer_stream_sends_context_then_deltas_then_final(stack):
     assert final.usage.completion_tokens == 20 and final.usage.prompt_tokens > 50
     assert final.finish_reason == llm_pb.FINISH_REASON_LENGTH
     assert final.request_id == "answer-1" and final.model_id == "echo"
-    assert [t.step for t in final.timings] == ["self_query", "embed", "search", "rerank", "prompt", "generate"]
+    assert [t.step for t in final.timings] == [
+        "self_query",
+        "embed",
+        "search",
+        "rerank",
+        "compress",
+        "prompt",
+        "generate",
+    ]
     assert 0 < final.time_to_first_token_s <= final.total_time_s
     assert ("x-request-id", "answer-1") in tuple(await call.trailing_metadata())
 

@@ -7,19 +7,21 @@ replica served. The replicas hold the same documents, as replicas of one Qdrant 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import grpc
 import pytest
 
 from llm_service.backends.echo import EchoBackend
+from llm_service.errors import BackendUnavailable
+from llm_service.types import Completion, Request, Token
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from llmtwin.rag.v1 import rag_service_pb2_grpc
 from rag_service.embedding import Embedder
 from servekit.channels import client_channel, service_config
 from tests.support.llm import running_llm
-from tests.support.procs import free_port
 from tests.support.rag import RunningRag, corpus, running_rag
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -28,6 +30,15 @@ DOCS = [d for d in corpus() if d.id.endswith("-001")][:3]
 REQUESTS = 24
 CONCURRENCY = 4
 PARAMETERS = llm_pb.GenerationParameters(max_new_tokens=8)
+
+
+class GenerationDown(EchoBackend):
+    """Describes the model and counts tokens, but every generation finds the model server unreachable."""
+
+    async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:  # type: ignore[override]
+        """Raises BackendUnavailable before any token."""
+        raise BackendUnavailable("the model server is down")
+        yield  # an async generator, like every backend's
 
 
 def _target(*replicas: RunningRag | int) -> str:
@@ -131,12 +142,15 @@ async def test_a_killed_replica_loses_only_the_streams_that_had_started(embedder
 
 
 async def test_unavailable_is_retried_on_the_other_replica_only_before_the_first_message(embedder: Embedder) -> None:
-    """A replica whose LLM service is down fails answers UNAVAILABLE: a unary Answer before any message (retried
-    on the other replica), a streamed answer after its context event (not replayed: the caller sees it)."""
+    """A replica whose model server fails every generation answers UNAVAILABLE: a unary Answer before any
+    message (retried on the other replica), a streamed answer after its context event (not replayed: the
+    caller sees it). (An LLM service that does not answer at all fails the answer before its first message:
+    the model's limits are needed to build the prompt that the context event describes.)"""
     async with (
         running_llm(EchoBackend()) as llm,
+        running_llm(GenerationDown()) as down,
         running_rag(llm.target, embedder) as good,
-        running_rag(f"127.0.0.1:{free_port()}", embedder) as broken,
+        running_rag(down.target, embedder) as broken,
     ):
         for rag in (good, broken):
             await rag.ingest(DOCS)

@@ -150,6 +150,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         finish_reason: int = llm_pb2.FINISH_REASON_END_OF_SEQUENCE,
         fail: Failure | None = None,
         hold_final: asyncio.Event | None = None,
+        final_answer: str | None = None,
     ) -> None:
         self.answer = answer
         self.delay_s = delay_s
@@ -158,6 +159,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         self.finish_reason = finish_reason
         self.fail = fail
         self.hold_final = hold_final
+        self.final_answer = final_answer  # the final's text when it differs from the deltas (loop guard)
         self.requests: list[rag_pb2.AnswerRequest] = []
         self.request_ids: list[str] = []
         self.deltas_sent = 0
@@ -196,7 +198,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         """The final message every answer ends with."""
         completion_tokens = len(self.pieces())
         return rag_pb2.AnswerFinal(
-            answer=self.answer,
+            answer=self.answer if self.final_answer is None else self.final_answer,
             finish_reason=self.finish_reason,  # type: ignore[arg-type]
             usage=llm_pb2.Usage(
                 prompt_tokens=42, completion_tokens=completion_tokens, total_tokens=42 + completion_tokens

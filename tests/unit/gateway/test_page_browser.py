@@ -11,6 +11,7 @@ import grpc
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
 from tests.support.browser import CHROMIUM, LAUNCH_ARGS
 from tests.support.fake_rag import Failure, FakeRag
 
@@ -145,6 +146,22 @@ async def test_citations_link_to_their_sources_and_cited_sources_are_marked_when
     await links.first.click()
     assert await page.evaluate("location.hash") == "#source-1"
     await page.screenshot(path=str(_artifact("chat_page_citations.png")), full_page=True)
+
+
+async def test_the_final_answer_replaces_a_stream_the_service_cut_short(
+    browser: Browser, base_url: str, fake: FakeRag
+) -> None:
+    # The RAG's loop guard streamed a repetition before it saw it; the final event has the clean answer.
+    fake.answer, fake.delay_s = "Batching pays [1]. It is a loop. It is a loop.", 0.0
+    fake.final_answer, fake.finish_reason = "Batching pays [1]. It is a loop.", llm_pb2.FINISH_REASON_REPETITION
+    page = await browser.new_page()
+    await page.goto(base_url + "/")
+    await page.fill("#query", "Does batching pay?")
+    await page.click("#ask")
+
+    await page.locator('#answer[data-state="done"]').wait_for()
+    assert await answer_text(page) == "Batching pays [1]. It is a loop."
+    assert await page.locator("#answer a.citation").get_attribute("href") == "#source-1"
 
 
 async def test_without_sources_the_documents_are_listed_and_numbered(
