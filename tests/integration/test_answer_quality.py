@@ -4,6 +4,7 @@ context, citations, decoding defaults, and questions about people who are not au
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -26,10 +27,11 @@ DOCUMENTS = [d for d in corpus() if d.author_id in ("elena-varga", "tomas-okafor
 class ScriptedBackend(EchoBackend):
     """Answers self-query prompts with `name` and every other prompt with `answer`; records the requests."""
 
-    def __init__(self, answer: str = "Fine.", name: str = "NONE") -> None:
+    def __init__(self, answer: str = "Fine.", name: str = "NONE", kind: str = "echo") -> None:
         super().__init__()
         self.answer, self.name = answer, name
         self.requests: list[Request] = []
+        self._info = replace(self._info, backend=kind)  # which backend it says it is
 
     async def generate(self, request: Request) -> AsyncIterator[Token | Completion]:  # type: ignore[override]
         """The scripted text, one word per token."""
@@ -96,6 +98,18 @@ async def test_the_context_is_compressed_to_the_sentences_closest_to_the_questio
         assert all(piece.strip() in chunks for piece in line.split(" … "))
     assert "compress" in [t.step for t in final.timings]
     assert final.usage.prompt_tokens == whole.usage.prompt_tokens  # same question, same prompt
+
+
+@pytest.mark.parametrize(("kind", "budget"), [("embedded", 40), ("tgi", 400), ("sagemaker", 400)])
+async def test_the_context_budget_follows_the_llm_backend(embedder, kind: str, budget: int):
+    backend = ScriptedBackend(kind=kind)
+    budgets = {"context_tokens_embedded": 40, "context_tokens_remote": 400}
+    async with running_llm(backend) as llm, running_rag(llm.target, embedder, **budgets) as rag:
+        await rag.ingest(DOCUMENTS)
+        await answer(rag, "What throughput did Elena measure with continuous batching?")
+    user = (backend.requests[0].input.messages or ())[-1].content
+    context = user.split(":\n", 1)[1].split("\n\nQuestion: ")[0]
+    assert budget * 4 * 0.5 < len(context) <= budget * 4 + 40  # estimated tokens: ~4 characters each
 
 
 async def test_unset_decoding_parameters_take_the_service_defaults_and_explicit_ones_win(embedder):
