@@ -140,10 +140,18 @@ class Rag:
         return self.settings.context_tokens_remote
 
     async def retrieve(
-        self, query: str, options: Options, rec: TraceRecorder, *, context_budget: int | None = None
+        self,
+        query: str,
+        options: Options,
+        rec: TraceRecorder,
+        *,
+        context_budget: int | None = None,
+        compress: bool = True,
     ) -> Retrieval:
         """Pre-retrieval (concurrently), retrieval (every query × collection), post-retrieval (dedupe, rerank,
-        grouping by document, compression to `context_budget` estimated tokens; default: by backend)."""
+        grouping by document and, with `compress`, evidence and compression to `context_budget` estimated
+        tokens, by default the backend's). Without `compress` (Retrieve) no sentence is embedded: at scale, a
+        retrieval's sentences are mostly new to the cache, and embedding them costs more than the retrieval."""
         timings: dict[str, float] = {}
         author = await self.find_author(options.author) if options.author else None
 
@@ -234,17 +242,19 @@ class Rag:
             {"reranker": reranker.name},
         )
 
-        start = time.perf_counter()
-        budget = self.context_budget(None) if context_budget is None else context_budget
-        sources = await self.compressor.compress(vectors[0], group_by_document(documents), budget)
-        timings["compress"] = time.perf_counter() - start
-        rec.add_span(
-            "compress",
-            start,
-            time.perf_counter(),
-            {"documents": len({d.chunk.document_id for d in documents}), "budget_tokens": budget},
-            {"sources": [{"number": s.number, "id": s.document_id, "text": s.text} for s in sources]},
-        )
+        sources = group_by_document(documents)
+        if compress:
+            start = time.perf_counter()
+            budget = self.context_budget(None) if context_budget is None else context_budget
+            sources = await self.compressor.compress(vectors[0], sources, budget)
+            timings["compress"] = time.perf_counter() - start
+            rec.add_span(
+                "compress",
+                start,
+                time.perf_counter(),
+                {"documents": len({d.chunk.document_id for d in documents}), "budget_tokens": budget},
+                {"sources": [{"number": s.number, "id": s.document_id, "text": s.text} for s in sources]},
+            )
         for step, seconds in timings.items():
             metrics.STEP_SECONDS.labels(step).observe(seconds)
         return Retrieval(documents, queries, author, timings, sources, detected.unknown_person)

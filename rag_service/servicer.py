@@ -74,7 +74,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         query, options = convert.query_and_options(request.query, request.options, self._rag.settings)
         async with self._admission.slot():
             rec = NoopTracer().start_trace(request_id_var.get(), query)
-            retrieval = await self._rag.retrieve(query, options, rec)
+            retrieval = await self._rag.retrieve(query, options, rec, compress=False)
         return pb.RetrieveResponse(
             context=convert.context_to_proto(retrieval), timings=convert.timings_to_proto(retrieval.timings)
         )
