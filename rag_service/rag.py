@@ -101,7 +101,7 @@ class Rag:
         self.llm = llm
         self.reranker = reranker
         self.tracer = tracer
-        self.compressor = Compressor(embedder.embed)
+        self.compressor = Compressor(embedder.embed, scorer=settings.sentence_scorer)
         self._authors: list[Author] | None = None
 
     async def authors(self) -> list[Author]:
@@ -246,7 +246,7 @@ class Rag:
         if compress:
             start = time.perf_counter()
             budget = self.context_budget(None) if context_budget is None else context_budget
-            sources = await self.compressor.compress(vectors[0], sources, budget)
+            sources = await self.compressor.compress(vectors[0], sources, budget, query)
             timings["compress"] = time.perf_counter() - start
             rec.add_span(
                 "compress",

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         description="Context budget in estimated tokens: the sentences closest to the question are kept "
         "(docs/evaluation.md); 0: whole chunks; -1: by LLM backend (the two settings below).",
     )
+    sentence_scorer: Literal["lexical", "embedding"] = Field(
+        default="lexical",
+        description="How compression and evidence score sentences: lexical (the question's words they share; no "
+        "model call) or embedding (cosine with the loaded model; vectors cached). docs/evaluation.md.",
+    )
     context_tokens_embedded: int = Field(default=100, ge=0, description="Context budget for the embedded CPU model.")
     context_tokens_remote: int = Field(default=1500, ge=0, description="Context budget for TGI, SageMaker and others.")
     max_query_chars: int = Field(default=2000, description="Longest query accepted.")

@@ -1,10 +1,12 @@
 """Context compression: keep the sentences of each source closest to the question, within a token budget.
 
 The prompt's prefill is most of the time to first token on a CPU, and a small model answers better from a
-few relevant sentences than from whole chunks. Sentences are scored with the embedding model the service
-already runs (cosine to the question's vector; sentence vectors are cached, so a document embeds once).
-Every source keeps its best sentence first (so each one shown has something to cite), then the best
-remaining sentences overall are added while they fit; kept sentences are shown in document order.
+few relevant sentences than from whole chunks. Sentences are scored against the question either by the
+question's words they share (`lexical`, the default: no model call, and the better answers on the eval set)
+or by cosine with the embedding model the service already runs (`embedding`; sentence vectors cached, so a
+document embeds once per replica). Every source keeps its best sentence first (so each one shown has
+something to cite), then the best remaining sentences overall are added while they fit; kept sentences are
+shown in document order (docs/evaluation.md, "Answer quality").
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ EVIDENCE_CHARS = 300
 EVIDENCE_MARGIN = 0.1  # evidence sentences score within this cosine of the best one
 MIN_SENTENCE_CHARS = 25  # shorter pieces (list bullets, headings, "It did.") join the next one
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`A-Z0-9])")
+
+_WORDS = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    "the and for with what does did how why which who when where that this from about into than then there their "
+    "they them you your her his she him was were are has have had not but can could would should will its".split()
+)
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
@@ -73,8 +81,9 @@ def estimate_tokens(text: str) -> int:
 class Compressor:
     """Scores sentences against the question with the service's embedder (vectors cached by sentence)."""
 
-    def __init__(self, embed: Embed, cache_size: int = 8192):
+    def __init__(self, embed: Embed, cache_size: int = 8192, scorer: str = "embedding"):
         self._embed = embed
+        self._scorer = scorer
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
@@ -90,7 +99,9 @@ class Compressor:
             self._cache.popitem(last=False)
         return np.stack([self._cache[s] for s in sentences]) if sentences else np.zeros((0, 0), np.float32)
 
-    async def compress(self, query_vector: Sequence[float], sources: Sequence[Source], budget: int) -> list[Source]:
+    async def compress(
+        self, query_vector: Sequence[float], sources: Sequence[Source], budget: int, query: str = ""
+    ) -> list[Source]:
         """Sources with evidence set and, when budget > 0, text cut to the best sentences within `budget`
         estimated tokens; a source none of whose sentences fits is left out, and the rest renumbered."""
         pieces = [_sentences(s.text) for s in sources]
@@ -98,7 +109,11 @@ class Compressor:
         flat = [sentence for sentences in split for sentence in sentences]
         if not flat:
             return list(sources)
-        scores = (await self.vectors(flat)) @ np.asarray(query_vector, dtype=np.float32)
+        if self._scorer == "lexical":
+            terms = _terms(query)
+            scores = np.asarray([_overlap(terms, sentence) for sentence in flat], dtype=np.float32)
+        else:
+            scores = (await self.vectors(flat)) @ np.asarray(query_vector, dtype=np.float32)
         ranked: list[list[tuple[float, int]]] = []  # per source: (score, sentence index), best first
         offset = 0
         for sentences in split:
@@ -129,6 +144,16 @@ class Compressor:
                 text = _join(pieces[j], sorted(keep[j]))
                 out.append(replace(source, number=len(out) + 1, text=text, evidence=evidence))
         return out
+
+
+def _terms(text: str) -> set[str]:
+    """Content words of a text, cut to their first 5 letters (a crude stem: "batching" ~ "batcher")."""
+    return {w[:5] for w in _WORDS.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def _overlap(terms: set[str], sentence: str) -> float:
+    """Share of the question's content words that the sentence has."""
+    return len(terms & _terms(sentence)) / len(terms) if terms else 0.0
 
 
 def _best_first(scored: tuple[float, int]) -> tuple[float, int]:

@@ -108,3 +108,15 @@ async def test_overlapping_chunks_give_each_sentence_once_and_code_keeps_its_lin
     (kept,) = await Compressor(AxisEmbedder().embed).compress(QUESTION, [source], budget=1000)
     assert kept.text == f"Batching is the whole trick here. The overlap sentence is repeated here.\n{code}"
     assert "\n" not in kept.evidence
+
+
+async def test_the_lexical_scorer_ranks_sentences_by_the_question_words_they_share_without_embedding():
+    embedder = AxisEmbedder()
+    sources = group_by_document([hit("a", 0, 0.9, A), hit("b", 0, 0.8, B)])
+    compressor = Compressor(embedder.embed, scorer="lexical")
+    kept = await compressor.compress([], sources, budget=30, query="What throughput did batching reach?")
+    assert [s.text for s in kept] == [
+        "Batching raised throughput to 510 tokens per second.",
+        "Our latency budget is 300 ms at p95 for everything.",  # each source keeps its best sentence
+    ]
+    assert embedder.embedded == []
