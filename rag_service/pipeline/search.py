@@ -34,9 +34,9 @@ async def search_all(
     filter = SearchFilter(author_id=author_id) if author_id else None
 
     async def one(i: int, vector: Sequence[float], kind: Kind) -> SearchRun:
-        start = time.time()
+        start = time.perf_counter()
         hits = await store.search(kind, vector, limit, filter, with_vectors=with_vectors)
-        return SearchRun(i, kind, hits, start, time.time())
+        return SearchRun(i, kind, hits, start, time.perf_counter())
 
     return list(await asyncio.gather(*(one(i, v, k) for i, v in enumerate(vectors) for k in kinds)))
 

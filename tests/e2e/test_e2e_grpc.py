@@ -3,6 +3,7 @@ in Opik, and the request and trace ids in the LLM service's log."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -102,6 +103,21 @@ def test_opik_receives_the_trace_with_every_pipeline_span(stack: Stack, streamed
     assert generate["type"] == "llm" and generate["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert generate["usage"]["completion_tokens"] == streamed[-1]["final"]["usage"]["completion_tokens"]
     assert stack.opik.unknown == []
+
+    # Every span lies inside the answer's trace, children inside their parents: one clock for all of them.
+    def window(record: dict[str, Any]) -> tuple[datetime, datetime]:
+        return tuple(datetime.fromisoformat(record[k].replace("Z", "+00:00")) for k in ("start_time", "end_time"))  # type: ignore[return-value]
+
+    trace_start, trace_end = window(trace)
+    assert abs((trace_start - datetime.now(UTC)).total_seconds()) < 3600  # dated today, not 2083
+    slack = timedelta(milliseconds=1)  # the SDK keeps microseconds; ISO strings may round
+    for span in by_name.values():
+        start, end = window(span)
+        assert trace_start - slack <= start <= end <= trace_end + slack, span["name"]
+        parent = next((p for p in by_name.values() if p["id"] == span.get("parent_span_id")), None)
+        if parent is not None:
+            parent_start, parent_end = window(parent)
+            assert parent_start - slack <= start <= end <= parent_end + slack, span["name"]
 
 
 def test_the_llm_service_logs_the_request_and_trace_ids(stack: Stack, streamed: list[dict[str, Any]]) -> None:
