@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from rag_service.pipeline.self_query import Named, extract_author, normalize, re
 from rag_service.pipeline.sources import Source, cited, group_by_document
 from rag_service.settings import Settings
 from rag_service.store.base import VectorStore
-from rag_service.tracing import Tracer, TraceRecorder
+from rag_service.tracing import Tracer, TraceRecorder, tick
 from rag_service.types import Author, Kind, ScoredChunk
 
 log = logging.getLogger(__name__)
@@ -201,14 +200,12 @@ class Rag:
         author = author or detected.author
         queries = [query, *expansions]
 
-        start = time.perf_counter()
+        start = tick()
         vectors = await self.embedder.embed(queries)
-        timings["embed"] = time.perf_counter() - start
-        rec.add_span(
-            "embed", start, time.perf_counter(), {"queries": len(queries)}, metadata={"model": EMBEDDING_MODEL}
-        )
+        timings["embed"] = tick() - start
+        rec.add_span("embed", start, tick(), {"queries": len(queries)}, metadata={"model": EMBEDDING_MODEL})
 
-        start = time.perf_counter()
+        start = tick()
         reranker = self.reranker if options.rerank else VectorOrder()
         runs = await search_all(
             self.store,
@@ -218,7 +215,7 @@ class Rag:
             author.id if author else None,
             with_vectors=reranker.name == "mmr",
         )
-        timings["search"] = time.perf_counter() - start
+        timings["search"] = tick() - start
         for run in runs:
             rec.add_span(
                 f"search:{run.kind.value}:{run.query_index}",
@@ -229,14 +226,14 @@ class Rag:
             )
         metrics.DOCUMENTS_RETRIEVED.observe(sum(len(r.hits) for r in runs))
 
-        start = time.perf_counter()
+        start = tick()
         candidates = dedupe(runs)
         documents = await reranker.rerank(query, vectors[0], candidates, options.top_k)
-        timings["rerank"] = time.perf_counter() - start
+        timings["rerank"] = tick() - start
         rec.add_span(
             "rerank",
             start,
-            time.perf_counter(),
+            tick(),
             {"candidates": len(candidates)},
             {"kept": [{"id": f"{d.chunk.document_id}#{d.chunk.chunk_index}", "score": d.score} for d in documents]},
             {"reranker": reranker.name},
@@ -244,14 +241,14 @@ class Rag:
 
         sources = group_by_document(documents)
         if compress:
-            start = time.perf_counter()
+            start = tick()
             budget = self.context_budget(None) if context_budget is None else context_budget
             sources = await self.compressor.compress(vectors[0], sources, budget, query)
-            timings["compress"] = time.perf_counter() - start
+            timings["compress"] = tick() - start
             rec.add_span(
                 "compress",
                 start,
-                time.perf_counter(),
+                tick(),
                 {"documents": len({d.chunk.document_id for d in documents}), "budget_tokens": budget},
                 {"sources": [{"number": s.number, "id": s.document_id, "text": s.text} for s in sources]},
             )
@@ -268,7 +265,7 @@ class Rag:
         deadline_s: float | None,
     ) -> AsyncGenerator[Retrieval | Delta | Final, None]:
         """Yields the Retrieval, then Deltas as the LLM produces them, then the Final."""
-        start = time.perf_counter()
+        start = tick()
         rec = self.tracer.start_trace(
             request_id,
             query,
@@ -289,7 +286,7 @@ class Rag:
                 retrieval.documents, retrieval.sources = [], []
                 yield retrieval
                 yield Delta(text)
-                total = time.perf_counter() - start
+                total = tick() - start
                 rec.set_output(text, {"unknown_person": retrieval.unknown_person})
                 yield Final(
                     answer=text,
@@ -306,7 +303,7 @@ class Rag:
 
             parameters = self._parameters(parameters)
             budget = min(info.max_input_tokens, info.max_total_tokens - parameters.max_new_tokens)
-            t0 = time.perf_counter()
+            t0 = tick()
             built = await fit_prompt(
                 query,
                 retrieval.sources,
@@ -315,14 +312,14 @@ class Rag:
                 budget=budget,
                 count=self.llm.count_tokens,
             )
-            timings["prompt"] = time.perf_counter() - t0
+            timings["prompt"] = tick() - t0
             shown = (
                 {"prompt": built.prompt.text} if built.prompt.text is not None else {"messages": built.prompt.messages}
             )
             rec.add_span(
                 "prompt",
                 t0,
-                time.perf_counter(),
+                tick(),
                 output=shown,
                 metadata={"prompt_tokens": built.tokens, "dropped_sources": built.dropped, "budget": budget},
             )
@@ -330,11 +327,11 @@ class Rag:
             retrieval.sources = built.used
             yield retrieval
 
-            t0 = time.perf_counter()
+            t0 = tick()
             ttft = 0.0
             pieces: list[str] = []
             final: llm_pb.GenerationResult | None = None
-            remaining = None if deadline_s is None else max(0.001, deadline_s - (time.perf_counter() - start))
+            remaining = None if deadline_s is None else max(0.001, deadline_s - (tick() - start))
             metadata = (("x-request-id", request_id), ("x-trace-id", rec.trace_id))
             stream = self.llm.stream(
                 built.prompt, parameters, metadata=metadata, timeout=remaining, request_id=request_id
@@ -349,7 +346,7 @@ class Rag:
                     if guard is not None and guard.feed(message.token.text):
                         break
                     if not ttft:
-                        ttft = time.perf_counter() - start
+                        ttft = tick() - start
                         metrics.ANSWER_TTFT.observe(ttft)
                     yield Delta(message.token.text)
             if guard is not None and guard.looping:
@@ -366,12 +363,12 @@ class Rag:
                 )
             if final is None:
                 raise ServiceError("the LLM stream ended without a final message", reason="LLM_ERROR")
-            timings["generate"] = time.perf_counter() - t0
+            timings["generate"] = tick() - t0
             metrics.STEP_SECONDS.labels("generate").observe(timings["generate"])
             rec.add_span(
                 "generate",
                 t0,
-                time.perf_counter(),
+                tick(),
                 shown,
                 {"answer": final.text},
                 {
@@ -387,7 +384,7 @@ class Rag:
                 model=final.model_id or info.model_id,
                 type="llm",
             )
-            total = time.perf_counter() - start
+            total = tick() - start
             rec.set_output(final.text, {"llm_model": final.model_id or info.model_id})
             yield Final(
                 answer=final.text,
@@ -432,7 +429,7 @@ class Rag:
 
     async def _step(self, name, work: Awaitable[T], fallback: T, timings, rec, input, output) -> T:  # type: ignore[no-untyped-def]
         """Runs an optional pre-retrieval step; any failure or timeout falls back and is only logged."""
-        start = time.perf_counter()
+        start = tick()
         error: BaseException | None = None
         try:
             result = await work
@@ -440,8 +437,8 @@ class Rag:
             log.warning("%s failed, falling back: %s", name, exc)
             metrics.STEP_FALLBACKS.labels(name).inc()
             result, error = fallback, exc
-        timings[name] = time.perf_counter() - start
-        rec.add_span(name, start, time.perf_counter(), input, output(result), error=error)
+        timings[name] = tick() - start
+        rec.add_span(name, start, tick(), input, output(result), error=error)
         return result
 
 

@@ -75,12 +75,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NewType
 
 logger = logging.getLogger(__name__)
 
 SpanType = Literal["general", "llm", "tool"]
-Timestamp = float | datetime
+Tick = NewType("Tick", float)  # a time.perf_counter() reading: the one clock spans are measured on
+
+
+def tick() -> Tick:
+    """Now, on the clock spans are measured on (monotonic; converted to wall-clock time once, per trace)."""
+    return Tick(time.perf_counter())
+
+
+Timestamp = Tick | datetime
 
 TRACE_NAME = "rag_answer"
 # A drained batch is sent and flushed as one unit; the cap keeps one flush's payload small.
@@ -225,7 +233,7 @@ class TraceRecorder:
     ) -> Iterator[SpanHandle]:
         """Time the enclosed block as a span; an exception is recorded on the span and re-raised."""
         handle = SpanHandle(span_id=uuid7(), metadata=dict(metadata or {}))
-        start = time.perf_counter()
+        start = tick()
         error: dict[str, str] | None = None
         try:
             yield handle
@@ -242,7 +250,7 @@ class TraceRecorder:
                         name=name,
                         type=type,
                         start=self.at(start),
-                        end=self.at(time.perf_counter()),
+                        end=self.at(tick()),
                         input=dict(input) if input is not None else None,
                         output=handle.output,
                         metadata=handle.metadata or None,

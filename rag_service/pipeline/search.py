@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag_service.store.base import VectorStore
+from rag_service.tracing import Tick, tick
 from rag_service.types import Kind, ScoredChunk, SearchFilter
 
 
@@ -18,8 +18,8 @@ class SearchRun:
     query_index: int
     kind: Kind
     hits: list[ScoredChunk]
-    start: float
-    end: float
+    start: Tick
+    end: Tick
 
 
 async def search_all(
@@ -34,9 +34,9 @@ async def search_all(
     filter = SearchFilter(author_id=author_id) if author_id else None
 
     async def one(i: int, vector: Sequence[float], kind: Kind) -> SearchRun:
-        start = time.perf_counter()
+        start = tick()
         hits = await store.search(kind, vector, limit, filter, with_vectors=with_vectors)
-        return SearchRun(i, kind, hits, start, time.perf_counter())
+        return SearchRun(i, kind, hits, start, tick())
 
     return list(await asyncio.gather(*(one(i, v, k) for i, v in enumerate(vectors) for k in kinds)))
 
