@@ -304,14 +304,25 @@ class Rag:
             parameters = self._parameters(parameters)
             budget = min(info.max_input_tokens, info.max_total_tokens - parameters.max_new_tokens)
             t0 = tick()
-            built = await fit_prompt(
-                query,
-                retrieval.sources,
-                retrieval.author,
-                style=self.settings.prompt_format,
-                budget=budget,
-                count=self.llm.count_tokens,
-            )
+            try:
+                built = await fit_prompt(
+                    query,
+                    retrieval.sources,
+                    retrieval.author,
+                    style=self.settings.prompt_format,
+                    budget=budget,
+                    count=self.llm.count_tokens,
+                )
+            except InvalidArgument:
+                if budget >= info.max_input_tokens:
+                    raise  # the question alone is over the model's input limit
+                # It is the room max_new_tokens leaves that is too small, not the question that is too long.
+                raise InvalidArgument(
+                    {
+                        "parameters.max_new_tokens": f"{parameters.max_new_tokens} new tokens leave {max(budget, 0)} "
+                        f"of the model's {info.max_total_tokens} tokens for the prompt, too few for this question"
+                    }
+                ) from None
             timings["prompt"] = tick() - t0
             shown = (
                 {"prompt": built.prompt.text} if built.prompt.text is not None else {"messages": built.prompt.messages}

@@ -137,6 +137,10 @@ async def test_answer_stream_sends_context_then_deltas_then_final(stack):
             pb.AnswerRequest(query="q", parameters=llm_pb.GenerationParameters(max_new_tokens=0)),
             "parameters.max_new_tokens",
         ),
+        (  # the echo model's 2048 tokens minus 2040 new ones leave no room for the question: the parameter's fault
+            pb.AnswerRequest(query="What is a KV cache?", parameters=llm_pb.GenerationParameters(max_new_tokens=2040)),
+            "parameters.max_new_tokens",
+        ),
     ],
 )
 async def test_bad_requests_get_invalid_argument_with_field_violations(stack, request_, field):
