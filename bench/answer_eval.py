@@ -37,7 +37,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,10 +60,11 @@ from llmtwin.rag.v1 import rag_service_pb2 as pb  # noqa: E402
 from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc  # noqa: E402
 from rag_service.documents import parse_jsonl  # noqa: E402
 from rag_service.ingest import ingest_via_service  # noqa: E402
-from tests.support.procs import free_port, wait_serving  # noqa: E402
+from rag_service.pipeline.sources import CITATION  # noqa: E402
+from tests.support.procs import free_port, start_module, wait_http, wait_serving  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from rag_bench import LLM_SERVICE, RAG_SERVICE, Service  # noqa: E402
+from rag_bench import LLM_SERVICE, RAG_SERVICE, Service, percentile  # noqa: E402
 
 SEED = 7
 STOPWORDS = frozenset(
@@ -81,7 +81,6 @@ REFUSAL = re.compile(
     r"(haven't|have not|never) (written|writ|talked|said)|nothing (about|on))",
     re.IGNORECASE,
 )
-CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +163,6 @@ def is_refusal(outcome: Outcome) -> bool:
     return "INVALID_ARGUMENT" in outcome.error or bool(REFUSAL.search(outcome.answer))
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))] if ordered else float("nan")
-
-
 def summarize(outcomes: Sequence[Outcome]) -> dict[str, float]:
     """The table's figures for one configuration."""
     answerable = [o for o in outcomes if o.question.type == "answerable" and not o.error]
@@ -201,9 +194,9 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, float]:
         "cite_ok": sum(d in o.question.relevant for o, d in citations) / len(citations) if citations else float("nan"),
         "words": statistics.fmean(len(words(o.answer)) for o in done) if done else float("nan"),
         "prompt_tokens": statistics.fmean(o.prompt_tokens for o in done) if done else float("nan"),
-        "ttft_p50": percentile([o.ttft_s for o in done], 50),
-        "ttft_p95": percentile([o.ttft_s for o in done], 95),
-        "total_p50": percentile([o.total_s for o in done], 50),
+        "ttft_p50": percentile([o.ttft_s for o in done], 50) if done else float("nan"),
+        "ttft_p95": percentile([o.ttft_s for o in done], 95) if done else float("nan"),
+        "total_p50": percentile([o.total_s for o in done], 50) if done else float("nan"),
     }
 
 
@@ -225,8 +218,8 @@ def context_text(context: pb.AnswerContext) -> str:
 def source_numbers(context: pb.AnswerContext) -> dict[int, str]:
     """Citation number -> document id: the context's grouped sources when the service sends them, else the
     documents in order of first appearance (how the prompt numbers them)."""
-    if "sources" in pb.AnswerContext.DESCRIPTOR.fields_by_name and context.sources:  # type: ignore[attr-defined]
-        return {s.number: s.document_id for s in context.sources}  # type: ignore[attr-defined]
+    if context.sources:  # a service older than `sources` sends none
+        return {s.number: s.document_id for s in context.sources}
     return {i: d.document_id for i, d in enumerate(context.documents, 1)}
 
 
@@ -468,7 +461,7 @@ def start_stack(
         return rag.target, ""
     gateway = start(stack, checkout, "gateway", env | {"GATEWAY_RAG_TARGET": rag.target}, logs)
     gateway_url = f"http://{gateway.target}"
-    _wait_http(gateway_url + "/readyz")
+    wait_http(gateway_url + "/readyz", 60)
     return rag.target, gateway_url
 
 
@@ -477,11 +470,7 @@ def start(stack: ExitStack, checkout: Path, module: str, env: dict[str, str], lo
     port = free_port()
     prefix = {"llm_service": "LLM", "rag_service": "RAG", "gateway": "GATEWAY"}[module]
     env = env | {f"{prefix}_PORT": str(port)} | ({} if module == "gateway" else {f"{prefix}_METRICS_PORT": "0"})
-    log = stack.enter_context((logs / f"answer-eval-{module}.log").open("wb"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module], cwd=checkout, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-    )
-    service = Service(proc, f"127.0.0.1:{port}")
+    service = Service(start_module(module, env, logs / f"answer-eval-{module}.log", cwd=checkout), f"127.0.0.1:{port}")
     stack.callback(service.stop)
     return service
 
@@ -491,20 +480,6 @@ def _run_sync(coro: Any) -> Any:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def _wait_http(url: str, timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from rag_service.errors import InvalidArgument
+from rag_service.llm_client import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES
 from rag_service.pipeline.sources import Source
 from rag_service.rag import Final, Options, Retrieval
 from rag_service.settings import Settings
-from rag_service.types import Document, Kind, ScoredChunk
+from rag_service.types import Chunk, Document, Kind, ScoredChunk
 
 KIND_TO_PB = {
     Kind.ARTICLE: pb.CONTENT_KIND_ARTICLE,
@@ -73,22 +75,34 @@ def check_parameters(p: llm_pb.GenerationParameters) -> None:
         value = getattr(p, name)
         if p.HasField(name) and not (math.isfinite(value) and -2 <= value <= 2):
             violations.append((f"parameters.{name}", "must be between -2 and 2"))
-    if len(p.stop_sequences) > 8 or any(not 0 < len(s) <= 64 for s in p.stop_sequences):
-        violations.append(("parameters.stop_sequences", "at most 8, each 1 to 64 characters"))
+    if len(p.stop_sequences) > MAX_STOP_SEQUENCES or any(not 0 < len(s) <= MAX_STOP_LENGTH for s in p.stop_sequences):
+        violations.append(
+            (
+                "parameters.stop_sequences",
+                f"at most {MAX_STOP_SEQUENCES}, each 1 to {MAX_STOP_LENGTH} characters",
+            )
+        )
     if violations:
         raise InvalidArgument(violations)
+
+
+def _origin(c: Chunk) -> dict[str, Any]:
+    """The fields a retrieved chunk and its source document share in the contract."""
+    return {
+        "document_id": c.document_id,
+        "kind": KIND_TO_PB[c.kind],
+        "author_id": c.author_id,
+        "author_full_name": c.author_full_name,
+        "title": c.title,
+        "link": c.link,
+    }
 
 
 def document_to_proto(hit: ScoredChunk) -> pb.RetrievedDocument:
     """A retrieved chunk as the contract shows it."""
     c = hit.chunk
     return pb.RetrievedDocument(
-        document_id=c.document_id,
-        kind=KIND_TO_PB[c.kind],
-        author_id=c.author_id,
-        author_full_name=c.author_full_name,
-        title=c.title,
-        link=c.link,
+        **_origin(c),
         chunk_index=c.chunk_index,
         content=c.content,
         score=hit.score,
@@ -98,15 +112,9 @@ def document_to_proto(hit: ScoredChunk) -> pb.RetrievedDocument:
 
 def source_to_proto(source: Source) -> pb.Source:
     """A source document of the context, its chunks' scores and its evidence."""
-    c = source.best.chunk
     return pb.Source(
         number=source.number,
-        document_id=c.document_id,
-        kind=KIND_TO_PB[c.kind],
-        author_id=c.author_id,
-        author_full_name=c.author_full_name,
-        title=c.title,
-        link=c.link,
+        **_origin(source.best.chunk),
         score=source.score,
         chunks=[
             pb.SourceChunk(chunk_index=h.chunk.chunk_index, score=h.score, vector_score=h.vector_score)

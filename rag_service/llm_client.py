@@ -18,6 +18,9 @@ from servekit.errors import field_violations
 from servekit.tls import ClientTls
 
 LLM_SERVICE = "llmtwin.llm.v1.LlmService"
+# The LLM contract's limits on stop sequences (GenerationParameters.stop_sequences).
+MAX_STOP_SEQUENCES = 8
+MAX_STOP_LENGTH = 64
 ROLES = {"system": llm_pb.ROLE_SYSTEM, "user": llm_pb.ROLE_USER, "assistant": llm_pb.ROLE_ASSISTANT}
 
 

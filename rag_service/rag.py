@@ -15,11 +15,11 @@ from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from rag_service import metrics
 from rag_service.embedding import Embedder
 from rag_service.errors import InvalidArgument, ServiceError
-from rag_service.llm_client import LlmClient
+from rag_service.llm_client import MAX_STOP_SEQUENCES, LlmClient
 from rag_service.pipeline.compress import Compressor
 from rag_service.pipeline.expand import expand_query
 from rag_service.pipeline.loops import LoopGuard
-from rag_service.pipeline.prompt import STOP_SEQUENCES, TEMPLATE_VERSION, fit_prompt
+from rag_service.pipeline.prompt import STOP_SEQUENCES, TEMPLATE_VERSION, fit_prompt, names_list
 from rag_service.pipeline.rerank import Reranker, VectorOrder
 from rag_service.pipeline.search import dedupe, search_all
 from rag_service.pipeline.self_query import Named, extract_author, normalize, resolve_name
@@ -32,7 +32,6 @@ from rag_service.types import Author, Kind, ScoredChunk
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-MAX_STOP_SEQUENCES = 8  # the LLM contract's limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,8 +416,7 @@ class Rag:
 
     async def _not_an_author(self, person: str) -> str:
         """The answer to a question about a person whose writing is not in the store."""
-        names = [a.full_name for a in await self.authors()]
-        known = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+        known = names_list([a.full_name for a in await self.authors()])
         return f"I don't know what {person} thinks: I can only answer from the writing of {known}."
 
     def _parameters(self, given: llm_pb.GenerationParameters) -> llm_pb.GenerationParameters:

@@ -46,12 +46,17 @@ def context_block(source: Source) -> str:
     return f"[{source.number}] {source.text.strip()}"
 
 
+def names_list(names: Sequence[str]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def writing_of(sources: Sequence[Source], author: Author | None) -> str:
     """Whose writing the context is: the author filter, else the context's authors."""
     names = [author.full_name] if author else sorted({s.author_full_name for s in sources})
     if len(names) == 1:
         return f"{names[0]}'s writing"
-    return "the writing of " + (", ".join(names[:-1]) + f" and {names[-1]}" if names else "the author")
+    return "the writing of " + (names_list(names) or "the author")
 
 
 def render(query: str, sources: Sequence[Source], author: Author | None, style: str) -> Prompt:

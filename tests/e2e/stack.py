@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tests.support.fake_opik import FakeOpik
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, wait_http
 
 T = TypeVar("T")
 
@@ -129,16 +129,14 @@ def start_service(name: str, env: dict[str, str], log: Path) -> Service:
 
 def wait_ready(url: str, service: Service, timeout_s: float) -> None:
     """Polls an HTTP URL until it answers 200; fails at once if the service exited."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         assert service.process.poll() is None, f"{service.name} exited early:\n{service.log_text()[-3000:]}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout_s} s:\n{service.log_text()[-3000:]}")
+
+    try:
+        wait_http(url, timeout_s, alive)
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}:\n{service.log_text()[-3000:]}") from None
 
 
 def stop_services(services: list[Service]) -> dict[str, int]:

@@ -22,7 +22,6 @@ It implements llmtwin.rag.v1.RagService and grpc.health.v1 on 127.0.0.1, port 0:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 from llmtwin.rag.v1 import rag_service_pb2_grpc
+from rag_service.pipeline.sources import CITATION
 from servekit.errors import InvalidArgument, ServiceError, to_status
 
 RAG_SERVICE_NAME = "llmtwin.rag.v1.RagService"
@@ -43,8 +43,16 @@ DOMAIN = "rag.llmtwin"
 DEFAULT_ANSWER = (
     "Retrieval augmented generation grounds the answer in my own articles [1] and posts [2, 7], then streams it."
 )
-# [1], [2, 3]: the markers the RAG prompt asks the model to write.
-CITATION = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
+# The default answer's citations as the gateway's JSON shows them: [1] and [2, 7], with no source 7.
+DEFAULT_CITATIONS = [
+    {
+        "number": 1,
+        "document_id": "doc-1",
+        "title": "An end-to-end framework for production-ready LLM systems",
+        "link": "https://example.org/llm-twin",
+    },
+    {"number": 2, "document_id": "doc-2", "title": "Fine-tuning with DPO", "link": "https://example.org/dpo"},
+]
 
 DEFAULT_DOCUMENTS = (
     rag_pb2.RetrievedDocument(

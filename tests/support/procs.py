@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +47,30 @@ def json_stream(text: str) -> list[dict[str, object]]:
     return messages
 
 
-def start_module(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Starts `python -m module` with extra env, logging to a file."""
+def start_module(module: str, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    """Starts `python -m module` from `cwd` (this checkout by default) with extra env, logging to a file."""
     full_env = {**os.environ, **env}
-    log = log_path.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", module], cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def wait_http(url: str, timeout_s: float, check: Callable[[], None] = lambda: None) -> None:
+    """Polls an HTTP URL until it answers 200; `check` runs before each try (to fail at once when the service
+    exited)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        check()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
 def wait_serving(target: str, service: str, timeout: float = 60) -> None:

@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
-from tests.support.fake_rag import Failure, FakeRag, FakeRagServer
+from tests.support.fake_rag import DEFAULT_CITATIONS, Failure, FakeRag, FakeRagServer
 
 QUESTION = {"query": "What is an LLM twin?"}
 
@@ -50,16 +50,6 @@ SOURCES = [
         "chunks": [{"chunk_index": 2, "score": 0.55, "vector_score": 0.61}],
         "evidence": "Preference alignment after supervised fine-tuning.",
     },
-]
-# The fake's answer cites [1] and [2, 7]; there is no source 7.
-CITATIONS = [
-    {
-        "number": 1,
-        "document_id": "doc-1",
-        "title": "An end-to-end framework for production-ready LLM systems",
-        "link": "https://example.org/llm-twin",
-    },
-    {"number": 2, "document_id": "doc-2", "title": "Fine-tuning with DPO", "link": "https://example.org/dpo"},
 ]
 
 
@@ -100,7 +90,7 @@ async def test_answer_returns_context_and_final_as_json(client: httpx.AsyncClien
     assert body["final"]["usage"]["prompt_tokens"] == 42
     assert body["final"]["model_id"] == "fake-model"
     assert body["context"]["sources"] == SOURCES
-    assert body["final"]["citations"] == CITATIONS
+    assert body["final"]["citations"] == DEFAULT_CITATIONS
 
 
 async def test_a_context_without_sources_has_an_empty_list(client: httpx.AsyncClient, fake: FakeRag) -> None:
@@ -190,7 +180,7 @@ async def test_stream_sends_context_then_deltas_then_done(base_url: str, fake: F
     assert names == ["context"] + ["delta"] * len(fake.pieces()) + ["done"]
     assert events[0][1]["documents"][1]["kind"] == "post"
     assert events[0][1]["sources"] == SOURCES
-    assert events[-1][1]["citations"] == CITATIONS
+    assert events[-1][1]["citations"] == DEFAULT_CITATIONS
     assert "".join(data["text"] for name, data in events if name == "delta") == fake.answer
     assert events[-1][1]["answer"] == fake.answer
     assert events[-1][1]["finish_reason"] == "end_of_sequence"

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
-from tests.support.fake_rag import Failure, FakeRag
+from tests.support.fake_rag import DEFAULT_CITATIONS, Failure, FakeRag
 
 
 @pytest.fixture
@@ -25,17 +25,6 @@ MESSAGES = [
     {"role": "user", "content": "An earlier question"},
     {"role": "assistant", "content": "An earlier answer"},
     {"role": "user", "content": "What is an LLM twin?"},
-]
-
-# The fake's answer cites [1] and [2, 7]; there is no source 7.
-CITATIONS = [
-    {
-        "number": 1,
-        "document_id": "doc-1",
-        "title": "An end-to-end framework for production-ready LLM systems",
-        "link": "https://example.org/llm-twin",
-    },
-    {"number": 2, "document_id": "doc-2", "title": "Fine-tuning with DPO", "link": "https://example.org/dpo"},
 ]
 
 
@@ -65,7 +54,7 @@ async def test_a_completion_answers_the_last_user_message(client: openai.AsyncOp
     assert completion.usage is not None and completion.usage.prompt_tokens == 42
     assert completion.usage.total_tokens == 42 + len(fake.pieces())
     # The extension field: the SDK keeps fields it does not know in model_extra.
-    assert completion.model_extra is not None and completion.model_extra["citations"] == CITATIONS
+    assert completion.model_extra is not None and completion.model_extra["citations"] == DEFAULT_CITATIONS
 
     sent = fake.requests[-1]
     assert sent.query == "What is an LLM twin?"
@@ -109,7 +98,7 @@ async def test_streaming_sends_role_then_content_then_finish_then_usage(
     content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert content == fake.answer
     assert chunks[-2].choices[0].finish_reason == "stop"
-    assert getattr(chunks[-2], "citations", None) == CITATIONS
+    assert getattr(chunks[-2], "citations", None) == DEFAULT_CITATIONS
     others = chunks[:-2] + chunks[-1:]
     assert [getattr(chunk, "citations", None) for chunk in others] == [None] * len(others)
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
@@ -121,7 +110,7 @@ async def test_streaming_without_usage_ends_with_the_finish_chunk(client: openai
     chunks = [chunk async for chunk in stream]
 
     assert chunks[-1].choices[0].finish_reason == "stop"
-    assert chunks[-1].model_extra is not None and chunks[-1].model_extra["citations"] == CITATIONS
+    assert chunks[-1].model_extra is not None and chunks[-1].model_extra["citations"] == DEFAULT_CITATIONS
     assert all(chunk.usage is None for chunk in chunks)
 
 

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[3] / "data"
+from tests.support.data import DATA, read_jsonl
+
 TYPES = {"answerable", "unanswerable", "unknown_author"}
 FIELDS = {"id", "type", "question", "author_id", "relevant_ids", "key_facts"}
 MIN_PER_TYPE = {"answerable": 20, "unanswerable": 5, "unknown_author": 3}
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every line of a JSON Lines file, parsed; fails on blank lines and anything but objects."""
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        assert line.strip(), f"{path.name}:{number} is blank"
-        record = json.loads(line)
-        assert isinstance(record, dict), f"{path.name}:{number} is not a JSON object"
-        records.append(record)
-    return records
 
 
 def _norm(text: str) -> str:
@@ -46,7 +34,7 @@ def _words(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def by_id() -> dict[str, dict[str, Any]]:
     """The sample documents by id."""
-    return {doc["id"]: doc for doc in _read_jsonl(DATA / "corpus.jsonl")}
+    return {doc["id"]: doc for doc in read_jsonl(DATA / "corpus.jsonl")}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +46,7 @@ def author_names(by_id: dict[str, dict[str, Any]]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def questions() -> list[dict[str, Any]]:
     """The answer-quality questions."""
-    return _read_jsonl(DATA / "answer_questions.jsonl")
+    return read_jsonl(DATA / "answer_questions.jsonl")
 
 
 @pytest.fixture(scope="module")

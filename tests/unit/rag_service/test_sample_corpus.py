@@ -2,39 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[3] / "data"
+from tests.support.data import DATA, read_jsonl
+
 KINDS = {"article", "post", "repository"}
 REQUIRED = ("id", "kind", "author_id", "author_full_name", "content", "link")
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every line of a JSON Lines file, parsed; fails on blank lines and anything but objects."""
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        assert line.strip(), f"{path.name}:{number} is blank"
-        record = json.loads(line)
-        assert isinstance(record, dict), f"{path.name}:{number} is not a JSON object"
-        records.append(record)
-    return records
 
 
 @pytest.fixture(scope="module")
 def corpus() -> list[dict[str, Any]]:
     """The sample documents."""
-    return _read_jsonl(DATA / "corpus.jsonl")
+    return read_jsonl(DATA / "corpus.jsonl")
 
 
 @pytest.fixture(scope="module")
 def questions() -> list[dict[str, Any]]:
     """The labelled retrieval questions."""
-    return _read_jsonl(DATA / "questions.jsonl")
+    return read_jsonl(DATA / "questions.jsonl")
 
 
 @pytest.fixture(scope="module")
