@@ -15,6 +15,7 @@ from rag_service.errors import DeadlineExceeded, InvalidArgument, LlmUnavailable
 from servekit.auth import client_interceptors
 from servekit.channels import client_channel
 from servekit.errors import field_violations
+from servekit.logs import request_id_var, trace_id_var
 from servekit.tls import ClientTls
 
 LLM_SERVICE = "llmtwin.llm.v1.LlmService"
@@ -22,6 +23,11 @@ LLM_SERVICE = "llmtwin.llm.v1.LlmService"
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_LENGTH = 64
 ROLES = {"system": llm_pb.ROLE_SYSTEM, "user": llm_pb.ROLE_USER, "assistant": llm_pb.ROLE_ASSISTANT}
+# The format TwinLlama was fine-tuned on (the book's instruction dataset).
+ALPACA = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +37,17 @@ class Prompt:
     messages: tuple[tuple[str, str], ...] = ()
     text: str | None = None
 
+    @classmethod
+    def instruction(cls, system: str, user: str, style: str) -> Prompt:
+        """An instruction in the prompt format the model was trained with (RAG_PROMPT_FORMAT): a system and a
+        user message rendered by the model's chat template ("chat"), or one Alpaca instruction ("alpaca")."""
+        if style == "alpaca":
+            return cls(text=ALPACA.format(instruction=f"{system}\n\n{user}"))
+        return cls(messages=(("system", system), ("user", user)))
+
     def to_request(self, parameters: llm_pb.GenerationParameters, request_id: str) -> llm_pb.GenerateRequest:
-        """The LLM service's GenerateRequest for this prompt."""
+        """The LLM service's GenerateRequest for this prompt ("-", no request id, is sent as none)."""
+        request_id = "" if request_id == "-" else request_id
         if self.text is not None:
             return llm_pb.GenerateRequest(prompt=self.text, parameters=parameters, request_id=request_id)
         turns = [llm_pb.ChatMessage(role=ROLES[r], content=c) for r, c in self.messages]
@@ -48,8 +63,15 @@ class Prompt:
         return llm_pb.CountTokensRequest(messages=llm_pb.ChatMessages(messages=turns))
 
 
+def call_metadata() -> tuple[tuple[str, str], ...]:
+    """The request id and trace id of the request being served (context variables set by the RPC wrapper and
+    the pipeline), sent with every call made on its behalf so the LLM service's logs join the answer's."""
+    ids = [("x-request-id", request_id_var.get()), ("x-trace-id", trace_id_var.get())]
+    return tuple((k, v) for k, v in ids if v and v != "-")
+
+
 class LlmClient:
-    """One channel to the LLM service, shared by every request."""
+    """One channel to the LLM service, shared by every request; every call carries `call_metadata()`."""
 
     def __init__(self, target: str, *, tls: ClientTls | None = None, token: SecretStr | None = None):
         self.target = target
@@ -62,7 +84,8 @@ class LlmClient:
     async def model_info(self, timeout: float | None = 5.0) -> llm_pb.GetModelInfoResponse:
         """The served model and its limits (cached after the first success)."""
         if self._info is None:
-            self._info = await self._call(self._stub.GetModelInfo(llm_pb.GetModelInfoRequest(), timeout=timeout))
+            request = llm_pb.GetModelInfoRequest()
+            self._info = await self._call(self._stub.GetModelInfo(request, timeout=timeout, metadata=call_metadata()))
         return self._info
 
     @property
@@ -72,7 +95,8 @@ class LlmClient:
 
     async def count_tokens(self, prompt: Prompt, timeout: float | None = 5.0) -> int:
         """Tokens the model sees for this prompt."""
-        response = await self._call(self._stub.CountTokens(prompt.count_request(), timeout=timeout))
+        call = self._stub.CountTokens(prompt.count_request(), timeout=timeout, metadata=call_metadata())
+        response = await self._call(call)
         return int(response.token_count)
 
     async def generate(
@@ -82,10 +106,10 @@ class LlmClient:
         *,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
-        request_id: str = "",
     ) -> llm_pb.GenerationResult:
         """A whole generation (for short internal steps: expansion, self-query)."""
-        call = self._stub.Generate(prompt.to_request(parameters, request_id), metadata=metadata, timeout=timeout)
+        request = prompt.to_request(parameters, request_id_var.get())
+        call = self._stub.Generate(request, metadata=[*call_metadata(), *metadata], timeout=timeout)
         return (await self._call(call)).result
 
     async def stream(
@@ -95,10 +119,10 @@ class LlmClient:
         *,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
-        request_id: str = "",
     ) -> AsyncGenerator[llm_pb.GenerateStreamResponse, None]:
         """Relays GenerateStream messages as they arrive; closing the iterator cancels the call."""
-        call = self._stub.GenerateStream(prompt.to_request(parameters, request_id), metadata=metadata, timeout=timeout)
+        request = prompt.to_request(parameters, request_id_var.get())
+        call = self._stub.GenerateStream(request, metadata=[*call_metadata(), *metadata], timeout=timeout)
         try:
             async for message in call:
                 yield message

@@ -28,6 +28,7 @@ from rag_service.settings import Settings
 from rag_service.store.base import VectorStore
 from rag_service.tracing import Tracer, TraceRecorder, tick
 from rag_service.types import Author, Kind, ScoredChunk
+from servekit.logs import trace_id_var
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,16 +102,36 @@ class Rag:
         self.tracer = tracer
         self.compressor = Compressor(embedder.embed, scorer=settings.sentence_scorer)
         self._authors: list[Author] | None = None
+        self._authors_at = 0.0  # tick() of the list's reading
+        self._authors_refresh: asyncio.Task[list[Author]] | None = None
 
     async def authors(self) -> list[Author]:
-        """Authors in the store (cached; ingestion refreshes it)."""
-        if self._authors is None:
-            self._authors = await self.store.authors()
-        return self._authors
+        """Authors in the store, cached per replica for at most RAG_AUTHORS_REFRESH_S: an older list is still
+        answered (no request waits on the store) while one refresh, shared by every caller, reads it again;
+        only a replica without a list waits for it. Ingestion through this replica refreshes it at once."""
+        stale = self._authors is None or tick() - self._authors_at >= self.settings.authors_refresh_s
+        if stale and self._authors_refresh is None:
+            self._authors_refresh = asyncio.create_task(self._read_authors())
+            self._authors_refresh.add_done_callback(_log_failure)
+        if self._authors is None and self._authors_refresh is not None:
+            return await asyncio.shield(self._authors_refresh)
+        return self._authors or []
+
+    async def _read_authors(self) -> list[Author]:
+        started = tick()
+        try:
+            authors = await self.store.authors()
+        finally:
+            current = self._authors_refresh is asyncio.current_task()  # not forgotten while reading
+            if current:
+                self._authors_refresh = None
+        if current:
+            self._authors, self._authors_at = authors, started
+        return authors
 
     def forget_authors(self) -> None:
-        """Drops the author cache after the store changed."""
-        self._authors = None
+        """Drops the author cache after the store changed: the next caller waits for a list read from now on."""
+        self._authors, self._authors_refresh = None, None
 
     async def find_author(self, name: str) -> Author:
         """The store's author with this id or full name; InvalidArgument for one the store does not have (asked
@@ -151,6 +172,7 @@ class Rag:
         tokens, by default the backend's). Without `compress` (Retrieve) no sentence is embedded: at scale, a
         retrieval's sentences are mostly new to the cache, and embedding them costs more than the retrieval."""
         timings: dict[str, float] = {}
+        trace_id_var.set(rec.trace_id)  # every LLM call made for this request carries it (llm_client)
         author = await self.find_author(options.author) if options.author else None
 
         async def expand() -> list[str]:
@@ -161,7 +183,7 @@ class Rag:
                     query,
                     options.expand_queries,
                     timeout=self.settings.expand_timeout_s,
-                    request_id=rec.request_id,
+                    style=self.settings.prompt_format,
                 ),
                 [],
                 timings,
@@ -175,7 +197,11 @@ class Rag:
             return await self._step(
                 "self_query",
                 extract_author(
-                    self.llm, query, authors, timeout=self.settings.self_query_timeout_s, request_id=rec.request_id
+                    self.llm,
+                    query,
+                    authors,
+                    timeout=self.settings.self_query_timeout_s,
+                    style=self.settings.prompt_format,
                 ),
                 Named(),
                 timings,
@@ -275,6 +301,7 @@ class Rag:
                 "prompt_format": self.settings.prompt_format,
             },
         )
+        trace_id_var.set(rec.trace_id)  # every LLM call made for this answer carries it (llm_client)
         try:
             info = await self.llm.model_info()
             retrieval = await self.retrieve(query, options, rec, context_budget=self.context_budget(info.backend))
@@ -342,10 +369,7 @@ class Rag:
             pieces: list[str] = []
             final: llm_pb.GenerationResult | None = None
             remaining = None if deadline_s is None else max(0.001, deadline_s - (tick() - start))
-            metadata = (("x-request-id", request_id), ("x-trace-id", rec.trace_id))
-            stream = self.llm.stream(
-                built.prompt, parameters, metadata=metadata, timeout=remaining, request_id=request_id
-            )
+            stream = self.llm.stream(built.prompt, parameters, timeout=remaining)
             guard = LoopGuard() if self.settings.loop_guard else None
             async with aclosing(stream) as messages:  # leaving the block cancels the generation
                 async for message in messages:
@@ -453,3 +477,9 @@ class Rag:
 
 async def _value(value: T) -> T:
     return value
+
+
+def _log_failure(task: asyncio.Task[list[Author]]) -> None:
+    # A background refresh has no caller to raise to: the stale list stays and the next request tries again.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("reading the author list failed: %s", exc)

@@ -19,11 +19,14 @@ from rag_service.settings import Settings
 from rag_service.store import open_store
 from rag_service.tracing import Tracer, make_tracer
 from servekit.admission import Admission
-from servekit.grpc_app import secured_app, watch_health
+from servekit.grpc_app import NOT_SERVING, SERVING, secured_app, watch_health
 from servekit.tls import ClientTls
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = rag_service_pb2.DESCRIPTOR.services_by_name["RagService"].full_name
+# Health names, one per capability: SERVICE_NAME is SERVING while the replica can retrieve (the store answers),
+# which is what load balancers and readiness probes watch; ANSWER_SERVICE also needs the LLM service.
+ANSWER_SERVICE = f"{SERVICE_NAME}/Answer"
 
 
 class RagServer:
@@ -46,6 +49,7 @@ class RagServer:
         self.rag: Rag | None = None
         self._owns_embedder = embedder is None
         self._health_task: asyncio.Task[None] | None = None
+        self._answering: bool | None = None
 
     async def start(self) -> int:
         """Listens first (NOT_SERVING), then loads everything; SERVING once the store and the LLM answer."""
@@ -77,6 +81,7 @@ class RagServer:
         servicer = RagServicer(self.rag, Ingestor(store, embedder), self.admission)
         rag_service_pb2_grpc.add_RagServiceServicer_to_server(servicer, self.app.server)
         port = await self.app.start(s.host, s.port, await asyncio.to_thread(self.tls.grpc_credentials))
+        await self.app.health.set(ANSWER_SERVICE, NOT_SERVING)
         security = {"tls": "mutual" if self.tls.mutual else self.tls.enabled, "auth": bool(s.auth_tokens)}
         log.info(
             "listening",
@@ -86,10 +91,16 @@ class RagServer:
         return port
 
     async def check_health(self) -> bool:
-        """SERVING needs both the store and the LLM service."""
+        """Whether the replica can retrieve (the store answers): an LLM outage leaves it in rotation, since
+        Retrieve still works. Whether it can answer (store and LLM service) is reported as ANSWER_SERVICE."""
         assert self.rag is not None
         store_ok, llm_ok = await asyncio.gather(self.rag.store.check_health(), self.rag.llm.check_health())
-        return store_ok and llm_ok
+        answering = store_ok and llm_ok
+        if answering != self._answering:
+            log.info("answering capability changed", extra={"serving": answering, "store": store_ok, "llm": llm_ok})
+            await self.app.health.set(ANSWER_SERVICE, SERVING if answering else NOT_SERVING)
+            self._answering = answering
+        return store_ok
 
     async def stop(self) -> None:
         """NOT_SERVING, drain in-flight answers within the grace period, then close everything."""

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         default=0, ge=0, le=5, description="LLM query expansions by default (docs/evaluation.md)."
     )
     self_query: bool = Field(default=True, description="Detect the author named in the query.")
+    authors_refresh_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Longest a replica keeps its cached author list: an author ingested through another replica "
+        "or straight into the store is matched by self-query within this time (0: re-read on every request).",
+    )
     expand_timeout_s: float = Field(default=5.0, description="Query expansion timeout (then: no expansion).")
     self_query_timeout_s: float = Field(default=2.0, description="Self-query LLM timeout (then: no filter).")
     reranker: Literal["mmr", "cross-encoder", "none"] = Field(

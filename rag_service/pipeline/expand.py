@@ -15,9 +15,9 @@ SYSTEM = (
 _NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
 
 
-def expansion_prompt(query: str, n: int) -> Prompt:
-    """The instruction that asks the model for n rephrasings."""
-    return Prompt(messages=(("system", SYSTEM.format(n=n)), ("user", query)))
+def expansion_prompt(query: str, n: int, style: str = "chat") -> Prompt:
+    """The instruction that asks the model for n rephrasings, in the model's prompt format."""
+    return Prompt.instruction(SYSTEM.format(n=n), query, style)
 
 
 def parse_expansions(text: str, query: str, n: int) -> list[str]:
@@ -35,10 +35,10 @@ def parse_expansions(text: str, query: str, n: int) -> list[str]:
     return out
 
 
-async def expand_query(llm: LlmClient, query: str, n: int, *, timeout: float, request_id: str) -> list[str]:
+async def expand_query(llm: LlmClient, query: str, n: int, *, timeout: float, style: str = "chat") -> list[str]:
     """n alternative phrasings (fewer when the model gives fewer). Raises on failure: the caller falls back."""
     if n <= 0:
         return []
     parameters = llm_pb.GenerationParameters(max_new_tokens=40 * n, temperature=0.7, seed=7)
-    result = await llm.generate(expansion_prompt(query, n), parameters, timeout=timeout, request_id=request_id)
+    result = await llm.generate(expansion_prompt(query, n, style), parameters, timeout=timeout)
     return parse_expansions(result.text, query, n)

@@ -24,10 +24,6 @@ SYSTEM = (
 )
 # Small models go on to write the prompt's next label; generation stops there (added to the caller's stops).
 STOP_SEQUENCES = ("Question:",)
-ALPACA = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the "
-    "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +59,7 @@ def render(query: str, sources: Sequence[Source], author: Author | None, style: 
     """The prompt for these sources: chat messages (the model's own template) or Alpaca text."""
     context = "\n\n".join(context_block(s) for s in sources) or "(no context found)"
     user = f"Context from {writing_of(sources, author)}:\n{context}\n\nQuestion: {query}"
-    if style == "alpaca":
-        return Prompt(text=ALPACA.format(instruction=f"{SYSTEM}\n\n{user}"))
-    return Prompt(messages=(("system", SYSTEM), ("user", user)))
+    return Prompt.instruction(SYSTEM, user, style)
 
 
 async def fit_prompt(

@@ -112,7 +112,7 @@ def person_asked_about(query: str) -> str:
 
 
 async def extract_author(
-    llm: LlmClient, query: str, authors: list[Author], *, timeout: float, request_id: str
+    llm: LlmClient, query: str, authors: list[Author], *, timeout: float, style: str = "chat"
 ) -> Named:
     """Fast match first; then a person the question asks about by its grammar (an author, else reported as
     unknown); then, when the query still seems to name someone, the LLM with a strict output format."""
@@ -124,7 +124,7 @@ async def extract_author(
         # A misspelt author ("Elena Vargas") is still that author; anyone else is not in the store.
         author = resolve_name(person, authors)
         return Named(author) if author else Named(unknown_person=person)
-    prompt = Prompt(messages=(("system", SYSTEM), ("user", query)))
+    prompt = Prompt.instruction(SYSTEM, query, style)
     parameters = llm_pb.GenerationParameters(max_new_tokens=12, temperature=0, stop_sequences=["\n"])
-    result = await llm.generate(prompt, parameters, timeout=timeout, request_id=request_id)
+    result = await llm.generate(prompt, parameters, timeout=timeout)
     return Named(resolve_name(result.text, authors))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 import pytest_asyncio
@@ -10,10 +12,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_service.backends.echo import EchoBackend
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
+from rag_service.documents import parse_jsonl
+from rag_service.ingest import Ingestor
 from servekit.errors import error_reason, field_violations
+from servekit.logs import request_id_var, trace_id_var
 from tests.support.llm import running_llm, stopped_producing
 from tests.support.procs import free_port
-from tests.support.rag import corpus, running_rag
+from tests.support.rag import CORPUS, corpus, running_rag
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -153,6 +158,21 @@ async def test_bad_requests_get_invalid_argument_with_field_violations(stack, re
     assert (await rag.stub.Retrieve(pb.RetrieveRequest(query="still serving"))).context is not None
 
 
+async def health_status(channel: grpc.aio.Channel, service: str) -> str:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def settled_health(channel: grpc.aio.Channel, services: list[str], want: list[str]) -> list[str]:
+    """The services' statuses once they read `want`, or as they are after 10 s of health checks."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while (got := [await health_status(channel, s) for s in services]) != want:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return got
+
+
 async def test_llm_service_down_gives_unavailable_while_retrieve_keeps_working(embedder):
     async with running_rag(f"127.0.0.1:{free_port()}", embedder) as rag:
         await rag.ingest(SUBSET[::9])
@@ -162,9 +182,17 @@ async def test_llm_service_down_gives_unavailable_while_retrieve_keeps_working(e
         assert "LLM service" in err.value.details() and error_reason(err.value) == "LLM_UNAVAILABLE"
         retrieved = await rag.stub.Retrieve(pb.RetrieveRequest(query="What is a KV cache?"))
         assert retrieved.context.documents
-        health = health_pb2_grpc.HealthStub(rag.channel)
-        status = await health.Check(health_pb2.HealthCheckRequest(service="llmtwin.rag.v1.RagService"))
-        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Readiness per capability: the replica stays in rotation (it can retrieve); it cannot answer.
+        services = ["llmtwin.rag.v1.RagService", "llmtwin.rag.v1.RagService/Answer"]
+        assert await settled_health(rag.channel, services, ["SERVING", "NOT_SERVING"]) == ["SERVING", "NOT_SERVING"]
+
+
+async def test_answering_capability_follows_the_llm_service(embedder):
+    services = ["llmtwin.rag.v1.RagService", "llmtwin.rag.v1.RagService/Answer"]
+    async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder) as rag:
+        assert await settled_health(rag.channel, services, ["SERVING", "SERVING"]) == ["SERVING", "SERVING"]
+        await llm.server.app.set_serving(False)  # e.g. its SageMaker endpoint went away
+        assert await settled_health(rag.channel, services, ["SERVING", "NOT_SERVING"]) == ["SERVING", "NOT_SERVING"]
 
 
 async def test_cancelled_answer_stops_the_generation(embedder):
@@ -230,3 +258,93 @@ async def test_answers_are_unchanged_when_opik_is_down(embedder, monkeypatch):
         answers = [await rag.stub.Answer(request, timeout=10) for _ in range(8)]  # more than the buffer holds
         assert all(a.final.usage.completion_tokens == 8 and a.final.trace_id for a in answers)
         assert len({a.final.answer for a in answers}) == 1
+
+
+class IdRecordingBackend(EchoBackend):
+    """An echo backend that notes, per call, the request id and trace id the LLM service's RPC saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str, str]] = []
+        self.inputs: list[str] = []  # per generation and count: "prompt" (raw text) or "messages"
+
+    def _note(self, method: str) -> None:
+        self.calls.append((method, request_id_var.get(), trace_id_var.get()))
+
+    def info(self):  # type: ignore[no-untyped-def]
+        self._note("info")
+        return super().info()
+
+    async def count_tokens(self, input):  # type: ignore[no-untyped-def]
+        self._note("count_tokens")
+        self.inputs.append("prompt" if input.prompt is not None else "messages")
+        return await super().count_tokens(input)
+
+    def generate(self, request):  # type: ignore[no-untyped-def]
+        self._note(f"generate:{request.request_id}")
+        self.inputs.append("prompt" if request.input.prompt is not None else "messages")
+        return super().generate(request)
+
+
+async def test_every_llm_call_made_for_an_answer_carries_its_request_id_and_trace_id(embedder):
+    backend = IdRecordingBackend()
+    async with running_llm(backend) as llm, running_rag(llm.target, embedder) as rag:
+        await rag.ingest(SUBSET[:3])
+        backend.calls.clear()
+        request = pb.AnswerRequest(
+            # A full name that neither matches an author nor reads as "does X think": self-query asks the LLM.
+            query="Vector search notes, Ada Lovelace edition",
+            options=pb.RetrievalOptions(expand_queries=2),
+            parameters=llm_pb.GenerationParameters(max_new_tokens=4),
+            request_id="ids-1",
+        )
+        events = [m async for m in rag.stub.AnswerStream(request)]
+    assert events[-1].final.request_id == "ids-1"
+    methods = {method for method, _, _ in backend.calls}
+    # GetModelInfo, CountTokens, expansion and self-query (Generate) and the answer (GenerateStream).
+    assert methods == {"info", "count_tokens", "generate:ids-1"}
+    assert sum(m == "generate:ids-1" for m, _, _ in backend.calls) == 3
+    assert {rid for _, rid, _ in backend.calls} == {"ids-1"}
+    trace_ids = {tid for _, _, tid in backend.calls}
+    assert len(trace_ids) == 1 and len(trace_ids.pop()) == 36  # one UUID for every call of this answer
+
+
+@pytest.mark.parametrize("prompt_format", ["alpaca", "chat"])
+async def test_the_prompt_format_setting_shapes_every_llm_call_expansion_and_self_query_included(
+    embedder, prompt_format
+):
+    backend = IdRecordingBackend()
+    async with (
+        running_llm(backend) as llm,
+        running_rag(llm.target, embedder, prompt_format=prompt_format) as rag,
+    ):
+        await rag.ingest(SUBSET[:3])
+        request = pb.AnswerRequest(
+            query="Vector search notes, Ada Lovelace edition",
+            options=pb.RetrievalOptions(expand_queries=2),
+            parameters=llm_pb.GenerationParameters(max_new_tokens=4),
+        )
+        await rag.stub.Answer(request)
+    # Expansion, self-query, the prompt's token counts and the answer: one format.
+    assert len(backend.inputs) >= 4
+    assert set(backend.inputs) == {{"alpaca": "prompt", "chat": "messages"}[prompt_format]}
+
+
+async def test_authors_written_past_this_replica_are_matched_within_the_refresh_time(embedder):
+    # The store is empty at the first query; then an author arrives without this replica seeing the write
+    # (another replica's IngestDocuments, or `ingest --direct`): self-query matches them once the cached
+    # list is older than RAG_AUTHORS_REFRESH_S.
+    async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder, authors_refresh_s=0.3) as rag:
+        query = pb.RetrieveRequest(query="What does Elena Varga say about batching requests?")
+        first = await rag.stub.Retrieve(query)
+        assert not first.context.HasField("author") and not first.context.documents
+        elsewhere = Ingestor(rag.server.rag.store, embedder)  # the store, not this service
+        documents, _ = parse_jsonl(CORPUS.read_text().splitlines())
+        report = await elsewhere.ingest([d for d in documents if d.author_id == "elena-varga"][:2])
+        assert report.documents_written == 2
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (response := await rag.stub.Retrieve(query)).context.HasField("author"):
+            assert asyncio.get_running_loop().time() < deadline, "the new author was never matched"
+            await asyncio.sleep(0.1)
+        assert response.context.author.id == "elena-varga"
+        assert {d.author_id for d in response.context.documents} == {"elena-varga"}

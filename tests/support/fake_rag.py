@@ -280,10 +280,13 @@ class FakeRagServer:
         """host:port for grpc channels."""
         return f"127.0.0.1:{self.port}"
 
-    async def set_serving(self, serving: bool) -> None:
-        """Report the RagService SERVING or NOT_SERVING through grpc.health.v1."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self.health.set(RAG_SERVICE_NAME, status)
+    async def set_serving(self, serving: bool, *, answering: bool | None = None) -> None:
+        """Report the RagService (retrieval) and its answering capability (by default: the same) SERVING or
+        NOT_SERVING through grpc.health.v1, as the RAG service does."""
+        for name, up in ((RAG_SERVICE_NAME, serving), (f"{RAG_SERVICE_NAME}/Answer", answering)):
+            up = serving if up is None else up
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.health.set(name, status)
 
 
 @asynccontextmanager

@@ -22,10 +22,19 @@ async def test_healthz_is_200_while_the_process_runs(client: httpx.AsyncClient) 
 async def test_readyz_follows_the_rag_services_health(client: httpx.AsyncClient, rag: FakeRagServer) -> None:
     serving = await client.get("/readyz")
     assert serving.status_code == 200 and serving.json()["status"] == "SERVING"
+    assert serving.json()["capabilities"] == {"retrieve": "SERVING", "answer": "SERVING"}
 
     await rag.set_serving(False)
     not_serving = await client.get("/readyz")
     assert not_serving.status_code == 503 and not_serving.json()["status"] == "NOT_SERVING"
+
+
+async def test_readyz_stays_ready_while_only_answering_is_down(client: httpx.AsyncClient, rag: FakeRagServer) -> None:
+    # The LLM service is out: the RAG service can still retrieve, so the gateway stays in its Service.
+    await rag.set_serving(True, answering=False)
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["capabilities"] == {"retrieve": "SERVING", "answer": "NOT_SERVING"}
 
 
 async def test_readyz_is_503_when_the_rag_service_is_unreachable(serve: Any) -> None:
