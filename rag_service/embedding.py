@@ -9,12 +9,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenizers import Tokenizer
 
 DIMENSION = 384
 MAX_TOKENS = 256  # the model's max_seq_length, special tokens included
+T = TypeVar("T")
 
 
 def model_path() -> Path:
@@ -34,11 +35,12 @@ def load_tokenizer() -> Tokenizer:
 
 @dataclass(slots=True)
 class EmbedderStats:
-    """Counters: embed() calls, texts embedded, and model.encode batches run."""
+    """Counters: embed() calls, texts embedded, model.encode batches run, and the most texts ever queued."""
 
     requests: int = 0
     texts: int = 0
     batches: int = 0
+    peak_pending: int = 0
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class Embedder:
         batching: bool = True,
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
+        max_pending: int = 1024,
         device: str = "cpu",
     ) -> None:
         # The model is on disk; never let a library reach for the hub.
@@ -78,6 +81,11 @@ class Embedder:
         self._stats_lock = threading.Lock()
         self._closed = False
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        # Backpressure: at most max_pending texts queued or encoding; more callers wait for room, so an
+        # ingestion burst or a traffic spike cannot grow the queue (and its memory) without bound.
+        self._max_pending = max(max_pending, 1)
+        self._pending = 0
+        self._room: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._worker: threading.Thread | None = None
         if batching:
             self._worker = threading.Thread(target=self._work, name="embedder", daemon=True)
@@ -114,9 +122,30 @@ class Embedder:
         if not self._batching:
             return await asyncio.to_thread(self._encode, texts)
         loop = asyncio.get_running_loop()
+        await self._admit(loop, len(texts))
         future: asyncio.Future[list[list[float]]] = loop.create_future()
         self._queue.put(_Request(list(texts), loop, future))
         return await future
+
+    async def _admit(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        """Waits until n more texts fit in the queue (a request larger than the bound goes alone)."""
+        while True:
+            with self._stats_lock:
+                if self._pending == 0 or self._pending + n <= self._max_pending:
+                    self._pending += n
+                    self.stats.peak_pending = max(self.stats.peak_pending, self._pending)
+                    return
+                room: asyncio.Future[None] = loop.create_future()
+                self._room.append((loop, room))
+            await room
+
+    def _release(self, n: int) -> None:
+        """Frees room for n texts (worker thread) and wakes every waiting caller to try again."""
+        with self._stats_lock:
+            self._pending -= n
+            waiting, self._room = self._room, []
+        for loop, room in waiting:
+            _settle(loop, room, None)
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(
@@ -135,6 +164,7 @@ class Embedder:
             live = [r for r in batch if not r.future.cancelled()]
             if live:
                 self._run_batch(live)
+            self._release(sum(len(r.texts) for r in batch))
             if stop:
                 break
 
@@ -179,15 +209,23 @@ class Embedder:
 
 
 def _resolve(request: _Request, result: list[list[float]] | None = None, error: BaseException | None = None) -> None:
+    _settle(request.loop, request.future, result or [], error)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], result: T, error: BaseException | None = None
+) -> None:
+    """Completes a future of another thread's loop, unless its caller was cancelled meanwhile."""
+
     def settle() -> None:
-        if request.future.done():  # the caller was cancelled meanwhile
+        if future.done():
             return
         if error is not None:
-            request.future.set_exception(error)
+            future.set_exception(error)
         else:
-            request.future.set_result(result or [])
+            future.set_result(result)
 
     try:
-        request.loop.call_soon_threadsafe(settle)
+        loop.call_soon_threadsafe(settle)
     except RuntimeError:  # the caller's loop is closed: nobody is waiting
         pass

@@ -68,6 +68,7 @@ class RagServer:
             batching=s.embedding_batching,
             max_batch=s.embedding_max_batch,
             max_wait_ms=s.embedding_batch_wait_ms,
+            max_pending=s.embedding_max_pending,
         )
         self._embedder = embedder
         try:

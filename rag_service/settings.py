@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     embedding_batching: bool = Field(default=True, description="Batch embeddings across concurrent requests.")
     embedding_max_batch: int = Field(default=32, description="Largest embedding batch.")
     embedding_batch_wait_ms: float = Field(default=2.0, description="Longest wait to fill a batch.")
+    embedding_max_pending: int = Field(
+        default=1024, ge=1, description="Most texts queued for embedding; more callers wait for room (backpressure)."
+    )
 
     # Retrieval defaults (each overridable per request)
     top_k: int = Field(default=3, ge=1, le=50, description="Context chunks kept after reranking.")

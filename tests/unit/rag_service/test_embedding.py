@@ -129,3 +129,17 @@ async def test_a_closed_embedder_refuses_work() -> None:
     await e.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await e.embed(["late"])
+
+
+async def test_the_batching_queue_is_bounded_and_waiting_callers_still_get_their_vectors() -> None:
+    bounded = Embedder(threads=1, batching=True, max_batch=4, max_wait_ms=2, max_pending=6)
+    try:
+        texts = [[f"sentence {i} about embeddings", f"another sentence {i}"] for i in range(30)]
+        results = await asyncio.gather(*(bounded.embed(t) for t in texts))
+        # 60 texts asked at once: never more than 6 queued; every caller got its own two vectors.
+        assert 2 <= bounded.stats.peak_pending <= 6
+        assert bounded.stats.texts == 60
+        alone = await bounded.embed(texts[17])
+        assert [round(x, 4) for x in results[17][1]] == [round(x, 4) for x in alone[1]]
+    finally:
+        bounded.close()
