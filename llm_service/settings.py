@@ -72,11 +72,28 @@ class Settings(BaseSettings):
     sagemaker_endpoint_url: str = Field(default="", description="sagemaker: runtime URL override (VPC endpoints).")
     sagemaker_tokenizer_path: str = Field(default="", description="sagemaker: tokenizer.json for exact CountTokens.")
     sagemaker_check_status: bool = Field(
-        default=True, description="sagemaker: health = DescribeEndpoint says InService (needs that IAM permission)."
+        default=True,
+        description="sagemaker: health = DescribeEndpoint says the endpoint serves (InService, Updating, ...; "
+        "needs that IAM permission).",
+    )
+    sagemaker_status_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="sagemaker: health checks reuse a DescribeEndpoint answer this long (one call at a time).",
+    )
+    sagemaker_max_input_tokens: int = Field(
+        default=0, ge=0, description="sagemaker: prompt limit override; 0: the deployed container's MAX_INPUT_TOKENS."
+    )
+    sagemaker_max_total_tokens: int = Field(
+        default=0, ge=0, description="sagemaker: total limit override; 0: the deployed container's MAX_TOTAL_TOKENS."
     )
     sagemaker_timeout_s: float = Field(default=60.0, description="sagemaker: connect and read timeout.")
-    remote_max_input_tokens: int = Field(default=2048, description="tgi/sagemaker: prompt limit (TGI /info wins).")
-    remote_max_total_tokens: int = Field(default=4096, description="tgi/sagemaker: total limit (TGI /info wins).")
+    remote_max_input_tokens: int = Field(
+        default=2048, description="tgi/sagemaker: prompt limit when the server or deployment does not say one."
+    )
+    remote_max_total_tokens: int = Field(
+        default=4096, description="tgi/sagemaker: total limit when the server or deployment does not say one."
+    )
 
     echo_token_delay_s: float = Field(default=0.0, description="echo: delay between tokens.")
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+
+from llm_service.types import Completion, FinishReason, GenerationInput, Request, Token
+
 
 class StopMatcher:
     """Feeds generated text through; releases only text that can no longer be part of a stop sequence."""
@@ -37,3 +42,47 @@ def _partial_suffix(text: str, stop: str) -> int:
         if text.endswith(stop[:n]):
             return n
     return 0
+
+
+async def cut_stop_sequences(
+    events: AsyncGenerator[Token | Completion, None],
+    request: Request,
+    count_prompt: Callable[[GenerationInput], Awaitable[int]],
+) -> AsyncGenerator[Token | Completion, None]:
+    """A remote backend's raw stream with the contract's stop semantics: the stop text is not in the output.
+
+    TGI (and SageMaker's TGI container) keep the matched stop sequence in the tokens and `generated_text`,
+    and match only at the end of the decoded text, so a stop that ends inside a token does not stop them.
+    Text is released through a StopMatcher; when it sees a stop the server missed, the raw stream is
+    closed at the next token (stopping the server) and usage is completed here: the tokens received up to
+    and including the stop, and `count_prompt` for the prompt. Closing this iterator closes `events`.
+    """
+    stops = request.parameters.stop_sequences
+    if not stops:
+        async with aclosing(events):
+            async for event in events:
+                yield event
+        return
+    matcher = StopMatcher(stops)
+    text: list[str] = []
+    received = 0  # tokens received, the one that completed a stop included
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, Completion):
+                finish = event.finish_reason
+                if matcher.stopped:
+                    finish = FinishReason.STOP_SEQUENCE
+                elif rest := matcher.flush():
+                    text.append(rest)
+                    yield Token(rest)
+                yield Completion(finish, event.prompt_tokens, event.completion_tokens, "".join(text))
+                return
+            if matcher.stopped:
+                break  # the server generates on past the stop: close its stream now
+            received += 1
+            if emit := matcher.feed(event.text):
+                text.append(emit)
+                yield Token(emit, event.token_id, event.logprob)
+        if not matcher.stopped:
+            return  # the raw stream ended without a Completion: the backend reports that itself
+    yield Completion(FinishReason.STOP_SEQUENCE, await count_prompt(request.input), received, "".join(text))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from llm_service.errors import BackendError
 from llm_service.stops import StopMatcher
 from llm_service.types import Completion, FinishReason, GenerationInput, ModelInfo, Request, Token
 
@@ -14,6 +15,7 @@ class EchoBackend:
 
     def __init__(self, *, token_delay_s: float = 0.0, max_input_tokens: int = 1536, max_total_tokens: int = 2048):
         self._delay = token_delay_s
+        self.fail_after: int | None = None  # raise BackendError after this many tokens (tests of error paths)
         self._info = ModelInfo("echo", "echo", max_input_tokens, max_total_tokens)
         self.produced = 0  # tokens produced since start: lets tests see that a cancel stopped generation
 
@@ -44,6 +46,8 @@ class EchoBackend:
                 await asyncio.sleep(self._delay)
             elif n % 16 == 0:
                 await asyncio.sleep(0)
+            if self.fail_after is not None and n > self.fail_after:
+                raise BackendError("echo failed on purpose (fail_after)")
             self.produced += 1
             text = matcher.feed(words[(n - 1) % len(words)] + " ")
             if text:
@@ -52,6 +56,9 @@ class EchoBackend:
             if matcher.stopped:
                 finish = FinishReason.STOP_SEQUENCE
                 break
+        if not matcher.stopped and (rest := matcher.flush()):  # the start of a stop sequence that never came
+            out.append(rest)
+            yield Token(rest)
         yield Completion(finish, len(words), n, "".join(out))
 
     async def aclose(self) -> None:

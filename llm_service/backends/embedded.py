@@ -86,6 +86,7 @@ class EmbeddedBackend:
         self._closing = threading.Event()
         self._rendered: OrderedDict[tuple[Message, ...], str] = OrderedDict()
         self._counts: OrderedDict[str, int] = OrderedDict()
+        self.produced = 0  # chunks llama.cpp produced since start: lets tests see that a cancel stopped it
 
     async def start(self) -> None:
         """Loads the model (off the event loop)."""
@@ -186,6 +187,7 @@ class EmbeddedBackend:
         def on_chunk(chunk: Any) -> bool:
             if stop.is_set() or self._closing.is_set():
                 return True
+            self.produced += 1
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return False
 

@@ -58,10 +58,13 @@ def make_backend(settings: Settings) -> Backend:
             region=settings.sagemaker_region or None,
             endpoint_url=settings.sagemaker_endpoint_url or None,
             model_id=settings.model_id,
-            max_input_tokens=settings.remote_max_input_tokens,
-            max_total_tokens=settings.remote_max_total_tokens,
+            max_input_tokens=settings.sagemaker_max_input_tokens or None,
+            max_total_tokens=settings.sagemaker_max_total_tokens or None,
+            fallback_max_input_tokens=settings.remote_max_input_tokens,
+            fallback_max_total_tokens=settings.remote_max_total_tokens,
             tokenizer_path=settings.sagemaker_tokenizer_path or None,
             check_endpoint_status=settings.sagemaker_check_status,
+            status_ttl_s=settings.sagemaker_status_ttl_s,
             timeout_s=settings.sagemaker_timeout_s,
         )
     from llm_service.backends.echo import EchoBackend

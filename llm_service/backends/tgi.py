@@ -24,6 +24,7 @@ from huggingface_hub.errors import (
 )
 
 from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument, Overloaded, ServiceError
+from llm_service.stops import cut_stop_sequences
 from llm_service.types import (
     Completion,
     FinishReason,
@@ -151,8 +152,13 @@ class TgiBackend:
         except httpx2.TransportError as exc:
             raise BackendUnavailable(f"TGI at {self._url} is unreachable: {exc!r}") from exc
 
-    async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
-        """Stream from TGI; closing this iterator closes the HTTP stream, which stops TGI's generation."""
+    def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
+        """Stream from TGI, stop sequences cut from the output; closing this iterator closes the HTTP stream,
+        which stops TGI's generation."""
+        return cut_stop_sequences(self._stream(request), request, self.count_tokens)
+
+    async def _stream(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
+        """TGI's own stream (a matched stop sequence still in it)."""
         client = _CallClient(self._http, base_url=self._url, timeout=self._timeout_s, headers=self._headers)
         p = request.parameters
         try:
@@ -286,7 +292,8 @@ class ChatAccumulator:
 
     TGI's chat route reports "stop" both for the EOS token and for a stop sequence. We report
     STOP_SEQUENCE when a requested stop sequence ends the text (TGI keeps the matched stop sequence in
-    the output), END_OF_SEQUENCE otherwise. Without a usage chunk, completion tokens are the chunks seen.
+    the output; stops.cut_stop_sequences then cuts it), END_OF_SEQUENCE otherwise. Without a usage chunk,
+    completion tokens are the chunks seen.
     """
 
     def __init__(self, p: Parameters) -> None:

@@ -5,7 +5,9 @@ boto3 pointed at it with `endpoint_url` gets what SageMaker sends for an HF TGI 
 messages (prelude with total and headers lengths and a CRC32, string headers, payload, message CRC32;
 botocore.eventstream is the reference parser). Each `PayloadPart` carries raw bytes of TGI's SSE stream;
 `ModelStreamError` / `InternalStreamFailure` are exception messages with a JSON body. The control plane's
-DescribeEndpoint / DescribeInferenceComponent (JSON 1.1, `POST /` with X-Amz-Target) answer too.
+DescribeEndpoint / DescribeInferenceComponent / DescribeEndpointConfig / DescribeModel (JSON 1.1, `POST /`
+with X-Amz-Target) answer too, each call counted, the model's container environment carrying the limits
+the TGI container was deployed with.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import struct
 import time
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -64,13 +67,23 @@ class FakeSageMaker(LoopbackApp):
         """Default knobs and fresh observations (a server can be shared by tests this way)."""
         self.model = FakeTgi()  # the TGI container behind the endpoint: its knobs shape the stream
         self.endpoints = {"twin-endpoint"}
-        self.endpoint_status = "InService"
+        self.endpoint_status = "InService"  # also: Creating, Updating, SystemUpdating, RollingBack, Failed...
+        self.component_status = "InService"  # the inference component's: Creating, Updating, Failed...
+        # The deployed container's environment (DescribeModel), limits as `llm_service.deploy` sets them.
+        self.container_env = {
+            "HF_MODEL_ID": self.model.model_id,
+            "MAX_INPUT_TOKENS": str(self.model.max_input_tokens),
+            "MAX_TOTAL_TOKENS": str(self.model.max_total_tokens),
+        }
+        # Control-plane operation -> the AWS error code it answers (AccessDeniedException, ThrottlingException).
+        self.control_errors: dict[str, str] = {}
         self.part_size: int | None = None  # cut the SSE byte stream into parts of this many bytes
         self.stream_error_after: int | None = None  # send a stream exception after this many parts
         self.stream_error = "ModelStreamError"  # or "InternalStreamFailure"
         self.model_error: tuple[int, str] | None = None  # the container answered this status and body
         # Observations.
         self.parts_sent = 0
+        self.control_calls: Counter[str] = Counter()  # control-plane operation ("DescribeEndpoint"...) -> calls
         self.invocations: list[dict[str, Any]] = []  # {"endpoint", "headers", "body"} per invoke
 
     # -- the HTTP server -----------------------------------------------------------------------------
@@ -117,31 +130,74 @@ class FakeSageMaker(LoopbackApp):
 
     async def _control_plane(self, request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
+        operation = target.removeprefix("SageMaker.")
         query = json.loads(await request.body())
+        self.control_calls[operation] += 1
         now = time.time()
-        if target == "SageMaker.DescribeEndpoint":
+        arn = f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}"
+        if (code := self.control_errors.get(operation)) is not None:
+            message = {
+                "AccessDeniedException": f"User: arn:aws:iam::{ACCOUNT}:user/llm is not authorized to perform: "
+                f"sagemaker:{operation}",
+                "ThrottlingException": "Rate exceeded",
+            }.get(code, code)
+            return _aws_error(400, code, message, rpc=True)
+        if operation == "DescribeEndpoint":
             name = query["EndpointName"]
             if name not in self.endpoints:
                 return _aws_error(400, "ValidationException", f'Could not find endpoint "{name}".', rpc=True)
             return _amz_json(
                 {
                     "EndpointName": name,
-                    "EndpointArn": f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}:endpoint/{name}",
+                    "EndpointArn": f"{arn}:endpoint/{name}",
                     "EndpointConfigName": f"{name}-config",
                     "EndpointStatus": self.endpoint_status,
                     "CreationTime": now,
                     "LastModifiedTime": now,
                 }
             )
-        if target == "SageMaker.DescribeInferenceComponent":
+        if operation == "DescribeEndpointConfig":
+            name = query["EndpointConfigName"]
+            endpoint = name.removesuffix("-config")
+            if endpoint not in self.endpoints:
+                return _aws_error(400, "ValidationException", f'Could not find endpoint config "{name}".', rpc=True)
+            variant = {"VariantName": "AllTraffic", "ModelName": f"{endpoint}-model", "InitialInstanceCount": 1}
+            return _amz_json(
+                {
+                    "EndpointConfigName": name,
+                    "EndpointConfigArn": f"{arn}:endpoint-config/{name}",
+                    "ProductionVariants": [{**variant, "InstanceType": "ml.g5.2xlarge"}],
+                    "CreationTime": now,
+                }
+            )
+        if operation == "DescribeModel":
+            name = query["ModelName"]
+            container = {"Image": "763104351884.dkr.ecr.eu-central-1.amazonaws.com/tgi", "Mode": "SingleModel"}
+            return _amz_json(
+                {
+                    "ModelName": name,
+                    "ModelArn": f"{arn}:model/{name}",
+                    "PrimaryContainer": {**container, "Environment": dict(self.container_env)},
+                    "ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/llmtwin-sagemaker",
+                    "CreationTime": now,
+                }
+            )
+        if operation == "DescribeInferenceComponent":
             name = query["InferenceComponentName"]
+            endpoint = next(iter(self.endpoints))
             return _amz_json(
                 {
                     "InferenceComponentName": name,
-                    "InferenceComponentArn": f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}:inference-component/{name}",
-                    "EndpointName": next(iter(self.endpoints)),
-                    "EndpointArn": f"arn:aws:sagemaker:eu-central-1:{ACCOUNT}:endpoint/x",
-                    "InferenceComponentStatus": self.endpoint_status,
+                    "InferenceComponentArn": f"{arn}:inference-component/{name}",
+                    "EndpointName": endpoint,
+                    "EndpointArn": f"{arn}:endpoint/{endpoint}",
+                    "VariantName": "AllTraffic",
+                    "Specification": {
+                        "ModelName": f"{name}-model",
+                        "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1},
+                    },
+                    "RuntimeConfig": {"DesiredCopyCount": 1, "CurrentCopyCount": 1},
+                    "InferenceComponentStatus": self.component_status,
                     "CreationTime": now,
                     "LastModifiedTime": now,
                 }

@@ -120,7 +120,9 @@ class FakeTgi(LoopbackApp):
         for i, piece in enumerate(self.tokens):
             out.append((100 + i, piece, False))
             text += piece
-            if any(s in text for s in stops):
+            # TGI matches a stop sequence at the end of the decoded text only (its StopSequenceCriteria is
+            # `re.escape(stop) + "$"`), and keeps it in the output: a stop ending inside a token goes unseen.
+            if any(text.endswith(s) for s in stops):
                 return out, "stop_sequence"
             if len(out) == max_new_tokens:
                 return out, "length"
