@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ValueError) as err:
         parser.error(f"invalid LLMTWIN_SM_* setting: {err}")
     hint = " ".join(f"{k}={v}" for k, v in plan.service_env().items())
+    hint += "\n# and the RAG service at the model's prompt format:\n"
+    hint += " ".join(f"{k}={v}" for k, v in plan.rag_env().items())
 
     if command == "plan" or args.dry_run:
         calls = plan.up_calls() if command == "plan" else plan.down_calls()

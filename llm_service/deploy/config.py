@@ -69,6 +69,7 @@ class Profile:
     max_total_tokens: int
     max_batch_total_tokens: int
     startup_timeout_s: int  # weights download + load + warm-up before /ping must answer
+    prompt_format: Literal["alpaca", "chat"]  # the format the model was trained on: the RAG service's RAG_PROMPT_FORMAT
 
 
 PROFILES: dict[str, Profile] = {
@@ -87,6 +88,7 @@ PROFILES: dict[str, Profile] = {
         max_total_tokens=4096,
         max_batch_total_tokens=16384,
         startup_timeout_s=900,
+        prompt_format="alpaca",  # TwinLlama was fine-tuned on Alpaca-format instructions
     ),
     # A 32B model in bf16 (~65 GB) sharded over the 8 A100-40GB of one p4d: no quantization needed, so no
     # quality loss and no pre-quantized checkpoint to maintain; ~250 GB stays free for the KV cache.
@@ -102,6 +104,7 @@ PROFILES: dict[str, Profile] = {
         max_total_tokens=8192,
         max_batch_total_tokens=65536,
         startup_timeout_s=1800,
+        prompt_format="chat",  # an instruct model: its own chat template
     ),
 }
 
@@ -129,6 +132,9 @@ class DeploySettings(BaseSettings):
         description="a10g-8b (ml.g5.2xlarge, 8B 8-bit) or a100-30b (ml.p4d.24xlarge, 32B bf16).",
     )
     model_id: str | None = Field(default=None, description="Hugging Face model id (HF_MODEL_ID); default: profile's.")
+    prompt_format: Literal["alpaca", "chat"] | None = Field(
+        default=None, description="The model's prompt format, for the RAG service; default: the profile's."
+    )
     model_revision: str | None = Field(
         default=None, description="Model revision (HF_MODEL_REVISION): pin a commit sha for reproducible deploys."
     )

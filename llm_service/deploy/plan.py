@@ -71,6 +71,7 @@ class DeployPlan:
     scaling_policy_name: str
     instance_type: str
     max_instances: int
+    prompt_format: str  # the deployed model's, for the RAG service
     create_model: Payload = field(repr=False)
     create_endpoint_config: Payload
     create_endpoint: Payload
@@ -131,6 +132,10 @@ class DeployPlan:
             "LLM_SAGEMAKER_INFERENCE_COMPONENT": self.inference_component_name,
             "LLM_SAGEMAKER_REGION": self.region,
         }
+
+    def rag_env(self) -> dict[str, str]:
+        """Environment the RAG service needs for this model: the prompt format it was trained on."""
+        return {"RAG_PROMPT_FORMAT": self.prompt_format}
 
 
 def container_env(settings: DeploySettings) -> dict[str, str]:
@@ -209,6 +214,7 @@ def build_plan(settings: DeploySettings) -> DeployPlan:
         scaling_policy_name=policy_name,
         instance_type=instance_type,
         max_instances=max_instances,
+        prompt_format=settings.prompt_format or profile.prompt_format,
         create_model={"ModelName": model_name, **model},
         create_endpoint_config={"EndpointConfigName": config_name, **config},
         create_endpoint={"EndpointName": name, "EndpointConfigName": config_name},

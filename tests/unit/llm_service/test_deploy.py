@@ -314,6 +314,18 @@ def test_a10g_8b_profile_is_the_books_quantized_deployment() -> None:
     assert plan.service_env()["LLM_SAGEMAKER_INFERENCE_COMPONENT"] == "llmtwin-ic"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "prompt_format"),
+    [
+        ({}, "alpaca"),
+        ({"profile": "a100-30b"}, "chat"),
+        ({"model_id": "me/my-chat-twin", "prompt_format": "chat"}, "chat"),
+    ],
+)
+def test_the_plan_tells_the_rag_service_the_models_prompt_format(overrides: dict[str, str], prompt_format: str) -> None:
+    assert build_plan(DeploySettings(role_arn=ROLE, **overrides)).rag_env() == {"RAG_PROMPT_FORMAT": prompt_format}
+
+
 def test_a100_30b_profile_shards_the_model_unquantized_over_eight_a100s() -> None:
     plan = build_plan(DeploySettings(role_arn=ROLE, profile="a100-30b", max_copies=3))
     env = plan.create_model["PrimaryContainer"]["Environment"]
@@ -418,10 +430,12 @@ def test_plan_prints_the_calls_with_the_token_masked(
     assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
         "SageMakerInferenceComponentInvocationsPerCopy"
     )
-    assert out[end:].strip().splitlines()[-1] == (
+    hint = out[end:].strip().splitlines()
+    assert hint[1] == (
         "LLM_BACKEND=sagemaker LLM_SAGEMAKER_ENDPOINT_NAME=llmtwin "
         "LLM_SAGEMAKER_INFERENCE_COMPONENT=llmtwin-ic LLM_SAGEMAKER_REGION=eu-central-1"
     )
+    assert hint[-1] == "RAG_PROMPT_FORMAT=alpaca"  # TwinLlama's training format, for every RAG prompt
     assert main(["deploy", "--dry-run"]) == 0  # the old verb: same output
     assert capsys.readouterr().out == out
 
