@@ -36,6 +36,9 @@ from llm_service.types import (
     Token,
 )
 
+# TGI's default --max-stop-sequences: more stops in a request are refused (422).
+SERVER_MAX_STOP_SEQUENCES = 4
+
 _TGI_FINISH = {
     "length": FinishReason.LENGTH,
     "eos_token": FinishReason.END_OF_SEQUENCE,
@@ -206,6 +209,13 @@ class TgiBackend:
 # -- TGI payloads, shared with the SageMaker backend -------------------------------------------------------
 
 
+def server_stops(p: Parameters) -> list[str]:
+    """The stop sequences sent to the server: TGI refuses more than its --max-stop-sequences (4 by default)
+    with a 422, while the contract allows 8; the rest are matched by stops.cut_stop_sequences, which ends
+    the generation at the token after one of them."""
+    return list(p.stop_sequences[:SERVER_MAX_STOP_SEQUENCES])
+
+
 def generate_parameters(p: Parameters) -> dict[str, Any]:
     """TGI generate `parameters` for a prompt, leaving out values TGI rejects or that mean "off".
 
@@ -228,7 +238,7 @@ def generate_parameters(p: Parameters) -> dict[str, Any]:
     if p.frequency_penalty:
         out["frequency_penalty"] = p.frequency_penalty  # TGI's generate route has no presence_penalty
     if p.stop_sequences:
-        out["stop"] = list(p.stop_sequences)
+        out["stop"] = server_stops(p)
     return out
 
 
@@ -247,7 +257,7 @@ def chat_parameters(p: Parameters) -> dict[str, Any]:
     if 0 < p.top_p < 1:
         out["top_p"] = p.top_p
     if p.stop_sequences:
-        out["stop"] = list(p.stop_sequences)
+        out["stop"] = server_stops(p)
     if p.seed is not None:
         out["seed"] = p.seed
     if p.return_logprobs:

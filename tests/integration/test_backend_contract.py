@@ -283,6 +283,18 @@ async def test_stop_sequence_is_cut_from_the_output(h: Harness, kind: str, where
         assert completion.prompt_tokens == ref.prompt_tokens == await h.backend.count_tokens(INPUTS[kind])
 
 
+async def test_all_eight_stop_sequences_the_contract_allows_are_honoured(h: Harness) -> None:
+    # TGI refuses more than its --max-stop-sequences (4 by default): the rest are matched by the service.
+    texts, _ = await reference(h, "prompt")
+    stop, expected, _ = pick_stop(texts, "whole")
+    stops = (*(f"zz{i}" for i in range(7)), stop)
+
+    tokens, completion = await run(h.backend, greedy(INPUTS["prompt"], max_new_tokens=12, stop_sequences=stops))
+
+    assert "".join(t.text for t in tokens) == completion.text == expected
+    assert completion.finish_reason == FinishReason.STOP_SEQUENCE
+
+
 async def test_the_start_of_a_stop_sequence_that_never_completes_is_released(h: Harness) -> None:
     texts, ref = await reference(h, "prompt")
     stop = texts[-1] + "\u00a7"  # the output's last token begins it: held back until the end, then released

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.fake_tgi import FakeTgi, LoopbackApp
+from tests.support.fake_tgi import FakeTgi, LoopbackApp, validation_error
 
 ACCOUNT = "123456789012"
 
@@ -103,8 +103,9 @@ class FakeSageMaker(LoopbackApp):
         self.invocations.append({"endpoint": name, "headers": dict(request.headers), "body": body})
         if name not in self.endpoints:
             return _aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
-        if self.model_error is not None:
-            status, original = self.model_error
+        model_error = self.model_error or ((422, error) if (error := validation_error(body)) else None)
+        if model_error is not None:
+            status, original = model_error
             message = f'Received client error ({status}) from primary with message "{original}".'
             return _aws_error(424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original)
         return StreamingResponse(

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 EOS_TEXT = "</s>"
 EOS_ID = 2
+MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 
 
 def fake_tokenize(text: str) -> list[str]:
@@ -233,7 +234,7 @@ class FakeTgi(LoopbackApp):
                 "model_device_type": "cuda",
                 "max_input_tokens": self.max_input_tokens,
                 "max_total_tokens": self.max_total_tokens,
-                "max_stop_sequences": 4,
+                "max_stop_sequences": MAX_STOP_SEQUENCES,
                 "version": "3.3.6",
             }
         )
@@ -259,6 +260,8 @@ class FakeTgi(LoopbackApp):
         if self.http_error is not None:
             status, payload = self.http_error
             return JSONResponse(payload, status_code=status)
+        if error := validation_error(body):
+            return JSONResponse({"error": error, "error_type": "validation"}, status_code=422)
         return StreamingResponse(self.events(body), media_type="text/event-stream")
 
 
@@ -273,3 +276,11 @@ def _token_list(pieces: list[str]) -> list[dict[str, Any]]:
         out.append({"id": 100 + i, "text": piece, "start": pos, "stop": pos + len(piece)})
         pos += len(piece)
     return out
+
+
+def validation_error(body: dict[str, Any]) -> str | None:
+    """What TGI's router refuses (422) in a generate or chat body that this fake checks: too many stops."""
+    stops = (body if "messages" in body else body.get("parameters") or {}).get("stop") or []
+    if len(stops) > MAX_STOP_SEQUENCES:  # --max-stop-sequences, default 4
+        return f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(stops)}"
+    return None
