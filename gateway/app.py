@@ -80,8 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
-    app.include_router(answer.router)
-    app.include_router(openai_compat.router)
+    app.include_router(answer.build_router(settings.max_query_chars))
+    app.include_router(openai_compat.build_router(settings.max_query_chars))
     app.include_router(health.router)
     app.add_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

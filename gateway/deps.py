@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2_grpc
+from pydantic import BaseModel
 
 from gateway.metrics import Metrics
 from gateway.middleware import REQUEST_ID_HEADER, new_request_id
@@ -43,6 +47,23 @@ def adopt_request_id(request: Request, given: str = "") -> str:
 def rpc_metadata(request_id: str) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for a RAG call."""
     return ((REQUEST_ID_HEADER, request_id),)
+
+
+E = TypeVar("E", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def with_body(endpoint: E, model: type[BaseModel]) -> E:
+    """A copy of `endpoint` whose `body` parameter FastAPI validates (and documents) as `model`: request models
+    depend on settings (the query length limit), the endpoints do not."""
+
+    @functools.wraps(endpoint)
+    async def bound(*args: Any, **kwargs: Any) -> Any:
+        return await endpoint(*args, **kwargs)
+
+    signature = inspect.signature(endpoint, eval_str=True)
+    parameters = [p.replace(annotation=model) if p.name == "body" else p for p in signature.parameters.values()]
+    bound.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return bound  # type: ignore[return-value]
 
 
 Stub = Annotated[rag_service_pb2_grpc.RagServiceStub, Depends(get_stub)]

@@ -16,8 +16,10 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from gateway.disconnect import ClientDisconnected
 from servekit.errors import error_reason, field_violations
 
 # The one table of gRPC codes to HTTP statuses; codes not listed are 500.
@@ -37,6 +39,66 @@ _STATUS_BY_HTTP = {http: code.name for code, http in HTTP_STATUS_BY_GRPC_CODE.it
     400: "INVALID_ARGUMENT",
     405: "UNIMPLEMENTED",
     413: "INVALID_ARGUMENT",
+}
+
+
+class FieldViolationBody(BaseModel):
+    """One field of the request and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class ErrorDetailBody(BaseModel):
+    """The error: HTTP status, gRPC code name, message, machine-readable reason, field violations."""
+
+    code: int
+    status: str
+    message: str
+    reason: str
+    field_violations: list[FieldViolationBody]
+
+
+class ErrorBody(BaseModel):
+    """Every error response of the gateway's own routes (documented in the OpenAPI schema)."""
+
+    error: ErrorDetailBody
+
+
+class OpenAIErrorDetailBody(BaseModel):
+    """An error in OpenAI's shape."""
+
+    message: str
+    type: str
+    code: str
+    param: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """Error responses of the OpenAI-compatible routes."""
+
+    error: OpenAIErrorDetailBody
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body is not JSON text.",
+    413: "The body is larger than the gateway's limit (GATEWAY_MAX_BODY_BYTES).",
+    422: "The request breaks a rule: field_violations name the fields (also what the schema cannot state: an "
+    "unknown author, a prompt that does not fit the model).",
+    429: "The RAG or LLM service is at its admission limit; retry later.",
+    499: "The client closed the connection (the RAG call was cancelled).",
+    500: "A server bug.",
+    502: "The RAG service answered something unusable.",
+    503: "The RAG or LLM service is unavailable.",
+    504: "The request deadline (GATEWAY_REQUEST_TIMEOUT_S) passed.",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in _ERROR_DESCRIPTIONS.items()
+}
+# The OpenAI-compatible routes write errors in OpenAI's shape, except a body refused before routing (413).
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody if code in (413, 499) else OpenAIErrorBody, "description": text}
+    for code, text in _ERROR_DESCRIPTIONS.items()
 }
 
 
@@ -97,6 +159,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(grpc.aio.AioRpcError, _rpc_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnected, _disconnected_handler)  # type: ignore[arg-type]
 
 
 async def _rpc_error_handler(request: Request, error: grpc.aio.AioRpcError) -> JSONResponse:
@@ -109,6 +172,11 @@ async def _validation_error_handler(request: Request, error: RequestValidationEr
 
 async def _http_error_handler(request: Request, error: HTTPException) -> JSONResponse:
     return from_http_status(error.status_code, str(error.detail)).response(headers=error.headers)
+
+
+async def _disconnected_handler(request: Request, error: ClientDisconnected) -> JSONResponse:
+    # Nobody reads it (the connection is gone); it is what the access log and the metrics record.
+    return ApiError(499, "CANCELLED", "the client closed the connection", "CLIENT_DISCONNECTED").response()
 
 
 def _phrase(code: int, default: str) -> str:

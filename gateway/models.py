@@ -1,7 +1,11 @@
 """JSON request and response models of the gateway, named after the RAG contract, and their protobuf twins.
 
-Validation here is only what the translation needs (types, unsigned ranges, known kinds); the RAG
-service validates the meaning of every field and its errors come back as 422s with field violations.
+The request models state every rule the RAG service enforces on a request (lengths, ranges, non-blank text,
+known kinds), so that the OpenAPI schema tells clients exactly what is accepted and a schema-valid request is
+never refused for its shape. Only what depends on the data or the model is left to the RAG service (an author
+the store does not have, a prompt that does not fit the model's context): those come back as 422s with field
+violations. The query's length limit is a setting (`GATEWAY_MAX_QUERY_CHARS`, keep it equal to the RAG service's
+`RAG_MAX_QUERY_CHARS`); `answer_request_model` builds the request model for a limit.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi.exceptions import RequestValidationError
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 
@@ -27,53 +31,118 @@ def encodable(value: str) -> str:
     return value
 
 
+def not_blank(value: str) -> str:
+    """The string, or ValueError when it is only whitespace (the RAG service strips the query)."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# One character that is not whitespace as Python's str.strip() sees it (checked to be the same set), written out so
+# that every regex dialect reading the schema (ECMA-262, Python, Rust) agrees with the server.
+NOT_BLANK_PATTERN = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+
+DEFAULT_MAX_QUERY_CHARS = 2000  # the RAG service's default RAG_MAX_QUERY_CHARS
+# The contract's ranges (rag_service.convert, llmtwin.llm.v1.GenerationParameters); a test checks they agree.
+MAX_TOP_K, MAX_EXPAND_QUERIES, MAX_NEW_TOKENS, MAX_SAMPLING_TOP_K = 50, 5, 8192, 1000
+MAX_STOP_SEQUENCES, MAX_STOP_LENGTH = 8, 64  # rag_service.llm_client
+# The contract's floats are 32-bit: a positive value below the smallest positive float32 would arrive as 0.
+FLOAT32_MIN_POSITIVE = 2.0**-149
+
+
+def whole_number(value: Any) -> Any:
+    """A float with no fractional part (JSON's 3.0) as the int it is; anything else unchanged (strict checks it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Text = Annotated[str, AfterValidator(encodable)]
-# The contract's floats are 32-bit: finite and within float32's range (no valid value comes near its edge).
-Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-3.4e38, le=3.4e38)]
-UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
-UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+# Integers a JSON number holds exactly (clients in JavaScript, and schema validators, read numbers as doubles).
+JsonSafeUInt = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(whole_number)]
+Temperature = Annotated[float, Field(allow_inf_nan=False, ge=0, le=2)]
+TopP = Annotated[float, Field(allow_inf_nan=False, ge=FLOAT32_MIN_POSITIVE, le=1)]
+Penalty = Annotated[float, Field(allow_inf_nan=False, ge=-2, le=2)]
+RepetitionPenalty = Annotated[float, Field(allow_inf_nan=False, ge=FLOAT32_MIN_POSITIVE, le=10)]
+# Integers are written 3 or 3.0 (both are integers to JSON Schema), never "3" or true.
+MaxNewTokens = Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS), BeforeValidator(whole_number)]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(whole_number)]
+ExpandQueries = Annotated[int, Field(ge=0, le=MAX_EXPAND_QUERIES), BeforeValidator(whole_number)]
+SamplingTopK = Annotated[int, Field(ge=0, le=MAX_SAMPLING_TOP_K), BeforeValidator(whole_number)]
+StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH), AfterValidator(encodable)]
 Kind = Literal["article", "post", "repository"]
 # Request ids travel as gRPC metadata: printable ASCII only.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
 
+def _query_field(max_chars: int) -> Any:
+    return Field(
+        min_length=1,
+        max_length=max_chars,
+        description=f"The question: 1 to {max_chars} characters, not only whitespace.",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+    )
+
+
+Query = Annotated[str, _query_field(DEFAULT_MAX_QUERY_CHARS), AfterValidator(encodable), AfterValidator(not_blank)]
+
+
+def query_type(max_chars: int) -> Any:
+    """The type of a question: 1 to `max_chars` characters, not only whitespace, valid Unicode."""
+    return Annotated[str, _query_field(max_chars), AfterValidator(encodable), AfterValidator(not_blank)]
+
+
 class _Strict(BaseModel):
-    # Unknown fields are rejected so that a typo ("topk") is an error, not a silent default.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are rejected so that a typo ("topk") is an error, not a silent default; types are strict (no
+    # "3" for 3, no 0 for false), as the schema states them.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RetrievalOptions(_Strict):
     """How to retrieve context (RetrievalOptions); unset fields take the RAG service defaults."""
 
-    top_k: UInt32 | None = None
-    expand_queries: UInt32 | None = None
+    top_k: TopK | None = Field(
+        default=None, description=f"Context chunks kept, 1 to {MAX_TOP_K}; unset: the RAG service's default."
+    )
+    expand_queries: ExpandQueries | None = Field(
+        default=None, description=f"Extra queries generated, 0 to {MAX_EXPAND_QUERIES}; unset: the default."
+    )
     self_query: bool | None = None
     rerank: bool | None = None
-    author: Text = ""
+    author: Text = Field(default="", description="Author id or full name to filter by; it must be in the store.")
     kinds: list[Kind] = Field(default_factory=list)
 
 
 class GenerationParameters(_Strict):
-    """Sampling and stopping parameters (llmtwin.llm.v1.GenerationParameters)."""
+    """Sampling and stopping parameters (llmtwin.llm.v1.GenerationParameters), in the contract's ranges."""
 
-    max_new_tokens: UInt32 | None = None
-    temperature: Float32 | None = None
-    top_p: Float32 | None = None
-    top_k: UInt32 | None = None
-    repetition_penalty: Float32 | None = None
-    frequency_penalty: Float32 | None = None
-    presence_penalty: Float32 | None = None
-    stop_sequences: list[Text] = Field(default_factory=list)
-    seed: UInt64 | None = None
+    max_new_tokens: MaxNewTokens | None = Field(
+        default=None, description="1 to 8192, and prompt + max_new_tokens must fit the model's context."
+    )
+    temperature: Temperature | None = None
+    top_p: TopP | None = Field(default=None, description="In (0, 1].")
+    top_k: SamplingTopK | None = None
+    repetition_penalty: RepetitionPenalty | None = Field(default=None, description="In (0, 10].")
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    stop_sequences: list[StopSequence] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
+    seed: JsonSafeUInt | None = Field(default=None, description="0 to 2^53 - 1 (exact in JSON).")
 
 
 class AnswerRequest(_Strict):
     """A question to answer (AnswerRequest)."""
 
-    query: Text
+    query: Query
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
     request_id: str = Field(default="", pattern=r"^$|" + REQUEST_ID_PATTERN)
+
+
+def answer_request_model(max_query_chars: int) -> type[AnswerRequest]:
+    """AnswerRequest with this query length limit (the gateway's setting)."""
+    if max_query_chars == DEFAULT_MAX_QUERY_CHARS:
+        return AnswerRequest
+    return create_model("AnswerRequest", __base__=AnswerRequest, query=(query_type(max_query_chars), ...))
 
 
 class Document(BaseModel):

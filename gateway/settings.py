@@ -20,6 +20,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; empty disables CORS."
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1, description="Largest request body accepted.")
+    max_query_chars: int = Field(
+        default=2000,
+        ge=1,
+        description="Longest question accepted (stated in the OpenAPI schema); keep it equal to RAG_MAX_QUERY_CHARS.",
+    )
     request_timeout_s: float = Field(default=120.0, gt=0, description="gRPC deadline of each RAG call.")
     ready_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of the health check behind /readyz.")
     model_name: str = Field(default="llm-twin", description="Model name shown by the OpenAI-compatible API.")

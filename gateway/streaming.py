@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import grpc
+from starlette.requests import Request
 
 from gateway.deps import rpc_metadata
+from gateway.disconnect import until_disconnected
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 from llmtwin.rag.v1 import rag_service_pb2_grpc
 
@@ -34,12 +36,18 @@ class AnswerStream:
 
 
 async def open_answer_stream(
-    stub: rag_service_pb2_grpc.RagServiceStub, request: rag_pb2.AnswerRequest, *, request_id: str, deadline_s: float
+    stub: rag_service_pb2_grpc.RagServiceStub,
+    request: rag_pb2.AnswerRequest,
+    *,
+    http: Request,
+    request_id: str,
+    deadline_s: float,
 ) -> AnswerStream:
-    """Start AnswerStream and wait for its first message; a failure before it raises the AioRpcError."""
+    """Start AnswerStream and wait for its first message; a failure before it raises the AioRpcError, and a client
+    that disconnects meanwhile cancels the call (ClientDisconnected)."""
     call = stub.AnswerStream(request, metadata=rpc_metadata(request_id), timeout=deadline_s)
     try:
-        first = await call.read()
+        first = await until_disconnected(http, call, call.read())
     except BaseException:
         call.cancel()
         raise

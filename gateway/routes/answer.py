@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
-from gateway.deps import MetricsDep, SettingsDep, Stub, adopt_request_id, rpc_metadata
-from gateway.errors import ApiError, from_rpc_error
+from gateway.deps import MetricsDep, SettingsDep, Stub, adopt_request_id, rpc_metadata, with_body
+from gateway.disconnect import until_disconnected
+from gateway.errors import ERROR_RESPONSES, ApiError, from_rpc_error
 from gateway.metrics import Metrics
 from gateway.models import (
     AnswerRequest,
     AnswerResponse,
     answer_from_proto,
+    answer_request_model,
     answer_request_to_proto,
     context_from_proto,
     final_from_proto,
@@ -27,9 +30,7 @@ from gateway.streaming import AnswerStream, open_answer_stream
 # Compact JSON: every delta is one event, and bytes per token add up.
 _json = partial(json.dumps, separators=(",", ":"))
 
-router = APIRouter(tags=["answer"])
-
-_SSE_DOC = {
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {}},
         "description": "context (documents and numbered sources), delta..., done (with citations), or error",
@@ -37,27 +38,42 @@ _SSE_DOC = {
 }
 
 
-@router.post("/v1/answer")
+def build_router(max_query_chars: int) -> APIRouter:
+    """The answer routes, with requests validated for this query length limit."""
+    model = answer_request_model(max_query_chars)
+    router = APIRouter(tags=["answer"])
+    router.add_api_route("/v1/answer", with_body(answer, model), methods=["POST"], responses=ERROR_RESPONSES)
+    router.add_api_route(
+        "/v1/answer/stream",
+        with_body(answer_stream, model),
+        methods=["POST"],
+        response_class=EventSourceResponse,
+        responses=_SSE_DOC | ERROR_RESPONSES,
+    )
+    return router
+
+
 async def answer(body: AnswerRequest, request: Request, stub: Stub, settings: SettingsDep) -> AnswerResponse:
     """Answer a question in one response: the retrieved context (with its sources) and the final answer (with its
     citations)."""
     request_id = adopt_request_id(request, body.request_id)
-    response = await stub.Answer(
-        answer_request_to_proto(body, request_id),
-        metadata=rpc_metadata(request_id),
-        timeout=settings.request_timeout_s,
+    call = stub.Answer(
+        answer_request_to_proto(body, request_id), metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s
     )
-    return answer_from_proto(response)
+    return answer_from_proto(await until_disconnected(request, call, call))
 
 
-@router.post("/v1/answer/stream", response_class=EventSourceResponse, responses=_SSE_DOC)  # type: ignore[arg-type]
 async def answer_stream(
     body: AnswerRequest, request: Request, stub: Stub, settings: SettingsDep, metrics: MetricsDep
 ) -> EventSourceResponse:
     """Stream an answer as server-sent events: `context`, then `delta`s, then `done`; `error` if it fails."""
     request_id = adopt_request_id(request, body.request_id)
     stream = await open_answer_stream(
-        stub, answer_request_to_proto(body, request_id), request_id=request_id, deadline_s=settings.request_timeout_s
+        stub,
+        answer_request_to_proto(body, request_id),
+        http=request,
+        request_id=request_id,
+        deadline_s=settings.request_timeout_s,
     )
     # The background task cancels the call even if the body never started (client gone at once).
     return EventSourceResponse(_events(stream, metrics), sep="\n", background=BackgroundTask(stream.cancel))

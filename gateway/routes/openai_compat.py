@@ -13,30 +13,41 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import grpc
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 
-from gateway.deps import MetricsDep, SettingsDep, Stub, adopt_request_id, rpc_metadata
-from gateway.errors import ApiError, from_rpc_error, from_validation_error
+from gateway.deps import MetricsDep, SettingsDep, Stub, adopt_request_id, rpc_metadata, with_body
+from gateway.disconnect import until_disconnected
+from gateway.errors import OPENAI_ERROR_RESPONSES, ApiError, from_http_status, from_rpc_error, from_validation_error
 from gateway.metrics import Metrics
 from gateway.models import (
+    DEFAULT_MAX_QUERY_CHARS,
+    MAX_STOP_SEQUENCES,
+    NOT_BLANK_PATTERN,
     AnswerRequest,
-    Float32,
     GenerationParameters,
+    JsonSafeUInt,
+    MaxNewTokens,
+    Penalty,
+    Query,
     RetrievalOptions,
+    StopSequence,
+    Temperature,
     Text,
-    UInt32,
-    UInt64,
+    TopP,
     answer_request_to_proto,
     encodable,
+    query_type,
 )
 from gateway.streaming import AnswerStream, open_answer_stream
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
@@ -44,6 +55,25 @@ from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 
 # Compact JSON: every delta is one event, and bytes per token add up.
 _json = partial(json.dumps, separators=(",", ":"))
+
+
+def _user_parts(max_chars: int) -> Any:
+    # In the schema: some part holds text that is not whitespace; the joined length is stated in words only.
+    schema: JsonDict = {
+        "contains": {"type": "object", "properties": {"text": {"type": "string", "pattern": NOT_BLANK_PATTERN}}},
+        "description": f"Text parts, joined as the question: 1 to {max_chars} characters together, not blank.",
+    }
+    return Annotated[list[TextPart], Field(min_length=1, json_schema_extra=schema)]
+
+
+_A_USER_MESSAGE: JsonDict = {"type": "object", "properties": {"role": {"const": "user"}}, "required": ["role"]}
+
+_CHAT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/json": {}, "text/event-stream": {}},
+        "description": "A chat.completion, or with stream=true chat.completion.chunk events ending with [DONE]",
+    }
+}
 
 _ERROR_TYPES = {
     401: "authentication_error",
@@ -68,11 +98,10 @@ class _OpenAIErrors(APIRoute):
                 return openai_error(from_validation_error(exc))
             except grpc.aio.AioRpcError as exc:
                 return openai_error(from_rpc_error(exc))
+            except HTTPException as exc:  # a body that is not JSON text (400)
+                return openai_error(from_http_status(exc.status_code, str(exc.detail)))
 
         return handle
-
-
-router = APIRouter(tags=["openai"], route_class=_OpenAIErrors)
 
 
 def _encodable_text(value: Any) -> Any:
@@ -87,18 +116,50 @@ def _encodable_text(value: Any) -> Any:
 
 
 class ContentPart(BaseModel):
-    """One part of a message's content; only text parts are read."""
+    """One part of a non-user message's content; such messages are not read."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     type: str = "text"
     text: Text = ""
 
 
-class ChatMessage(BaseModel):
-    """One chat turn."""
+class TextPart(BaseModel):
+    """One text part of a user message's content (the only kind the gateway reads)."""
 
-    model_config = ConfigDict(extra="ignore")
-    role: str
+    model_config = ConfigDict(extra="ignore", strict=True)
+    type: Literal["text"]
+    text: Text
+
+
+class UserMessage(BaseModel):
+    """A user turn: its text (the string, or the text parts joined) is a question, with a question's rules."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    max_query_chars: ClassVar[int] = DEFAULT_MAX_QUERY_CHARS
+    role: Literal["user"]
+    content: Query | _user_parts(DEFAULT_MAX_QUERY_CHARS)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _a_question(self) -> UserMessage:
+        text = self.text()
+        if not text.strip():
+            raise ValueError("content must not be blank")
+        if len(text) > self.max_query_chars:
+            raise ValueError(f"content must have at most {self.max_query_chars} characters")
+        return self
+
+    def text(self) -> str:
+        """The message's text, text parts joined."""
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content
+
+
+class OtherMessage(BaseModel):
+    """A system, developer, assistant or tool turn; not used for the answer."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: Literal["system", "developer", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
 
     @field_validator("content")
@@ -106,46 +167,46 @@ class ChatMessage(BaseModel):
     def _encodable_content(cls, value: Any) -> Any:
         return _encodable_text(value)
 
-    def text(self) -> str:
-        """The message's text, text parts joined."""
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content if part.type == "text")
-        return self.content or ""
-
 
 class StreamOptions(BaseModel):
     """OpenAI stream options."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
     """The fields of an OpenAI chat-completions request that map onto the RAG contract; others are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = ""
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[Annotated[UserMessage | OtherMessage, Field(discriminator="role")]] = Field(
+        min_length=1,
+        description="The last user message is the question; there must be one.",
+        json_schema_extra={"contains": _A_USER_MESSAGE},
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: Float32 | None = None
-    top_p: Float32 | None = None
-    frequency_penalty: Float32 | None = None
-    presence_penalty: Float32 | None = None
-    max_tokens: UInt32 | None = None
-    max_completion_tokens: UInt32 | None = None
-    stop: str | list[str] | None = None
-    seed: UInt64 | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = Field(default=None, description="In (0, 1].")
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    max_tokens: MaxNewTokens | None = None
+    max_completion_tokens: MaxNewTokens | None = None
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    seed: JsonSafeUInt | None = Field(default=None, description="0 to 2^53 - 1 (exact in JSON).")
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
 
-    @field_validator("stop")
+    @field_validator("messages")
     @classmethod
-    def _encodable_stop(cls, value: Any) -> Any:
-        return _encodable_text(value)
+    def _has_a_question(cls, value: list[UserMessage | OtherMessage]) -> list[UserMessage | OtherMessage]:
+        if not any(isinstance(m, UserMessage) for m in value):
+            raise ValueError("must contain a user message (the question)")
+        return value
 
     def to_answer_request(self) -> AnswerRequest:
         """The RAG question: the last user message, with the sampling parameters translated."""
-        query = next((m.text() for m in reversed(self.messages) if m.role == "user"), "")
+        query = next(m.text() for m in reversed(self.messages) if isinstance(m, UserMessage))
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         parameters = GenerationParameters(
             max_new_tokens=self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens,
@@ -156,17 +217,45 @@ class ChatCompletionRequest(BaseModel):
             stop_sequences=stop,
             seed=self.seed,
         )
-        return AnswerRequest(query=query, options=self.options, parameters=parameters)
+        # Validated already (as a user message's text), so not again against the default limit.
+        return AnswerRequest.model_construct(query=query, options=self.options, parameters=parameters, request_id="")
 
 
-@router.get("/v1/models")
+def chat_request_model(max_query_chars: int) -> type[ChatCompletionRequest]:
+    """ChatCompletionRequest with this limit on a user message's text (the gateway's query limit)."""
+    if max_query_chars == DEFAULT_MAX_QUERY_CHARS:
+        return ChatCompletionRequest
+    user = create_model(
+        "UserMessage",
+        __base__=UserMessage,
+        content=(query_type(max_query_chars) | _user_parts(max_query_chars), ...),
+    )
+    user.max_query_chars = max_query_chars
+    messages = list[Annotated[user | OtherMessage, Field(discriminator="role")]]  # type: ignore[valid-type]
+    field = Field(min_length=1, json_schema_extra={"contains": _A_USER_MESSAGE})
+    return create_model("ChatCompletionRequest", __base__=ChatCompletionRequest, messages=(messages, field))
+
+
+def build_router(max_query_chars: int) -> APIRouter:
+    """The OpenAI-compatible routes, with requests validated for this query length limit."""
+    router = APIRouter(tags=["openai"], route_class=_OpenAIErrors)
+    router.add_api_route("/v1/models", list_models, methods=["GET"])
+    router.add_api_route(
+        "/v1/chat/completions",
+        with_body(chat_completions, chat_request_model(max_query_chars)),
+        methods=["POST"],
+        response_model=None,
+        responses=_CHAT_DOC | OPENAI_ERROR_RESPONSES,
+    )
+    return router
+
+
 async def list_models(settings: SettingsDep) -> dict[str, Any]:
     """The one model this gateway serves."""
     model = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "llm-twin"}
     return {"object": "list", "data": [model]}
 
 
-@router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, stub: Stub, settings: SettingsDep, metrics: MetricsDep
 ) -> Response:
@@ -176,12 +265,13 @@ async def chat_completions(
     base = {"id": f"chatcmpl-{request_id}", "created": int(time.time()), "model": settings.model_name}
     if body.stream:
         stream = await open_answer_stream(
-            stub, rag_request, request_id=request_id, deadline_s=settings.request_timeout_s
+            stub, rag_request, http=request, request_id=request_id, deadline_s=settings.request_timeout_s
         )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = _chunks(stream, base, include_usage, metrics)
         return EventSourceResponse(chunks, sep="\n", background=BackgroundTask(stream.cancel))
-    response = await stub.Answer(rag_request, metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s)
+    call = stub.Answer(rag_request, metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s)
+    response = await until_disconnected(request, call, call)
     message = {"role": "assistant", "content": response.final.answer}
     choice = {"index": 0, "message": message, "finish_reason": _finish_reason(response.final.finish_reason)}
     completion = {

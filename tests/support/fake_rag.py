@@ -9,11 +9,16 @@ It implements llmtwin.rag.v1.RagService and grpc.health.v1 on 127.0.0.1, port 0:
   final's ``citations`` are the sources the answer's ``[n]`` markers name, in order of first citation, each
   once, as the contract says.
 - ``hold_final`` (an ``asyncio.Event``), when given, holds the ``final`` message (and ``Answer``'s reply)
-  until it is set, so that a test can look at a stream whose deltas are all out but which is not done.
+  until it is set, so that a test can look at a stream whose deltas are all out but which is not done;
+  ``hold_context`` likewise holds a stream's first (``context``) message.
 - ``fail`` makes the next calls fail with a rich status (ErrorInfo + BadRequest, encoded by
   servekit.errors exactly as the real services do), before the first event or after some deltas.
 - Every call's request and ``x-request-id`` metadata are recorded, and so are cancellations
-  (``cancelled`` is set when a client cancels a stream, ``cancelled_at`` says when).
+  (``cancelled`` is set when a client cancels a stream or an ``Answer`` call, ``cancelled_at`` says when;
+  ``cancelled_calls`` counts them).
+- ``validate`` (RAG service settings), when given, checks each request with the RAG service's own rules
+  (``rag_service.convert``: query, retrieval options, generation parameters) and refuses it with the same
+  INVALID_ARGUMENT status, so that a client's idea of what is valid can be tested without the whole chain.
 
     async with serve_fake_rag(FakeRag(delay_s=0.05)) as rag:
         channel = grpc.aio.insecure_channel(rag.target)
@@ -33,7 +38,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 from llmtwin.rag.v1 import rag_service_pb2_grpc
+from rag_service import convert
 from rag_service.pipeline.sources import CITATION
+from rag_service.settings import Settings as RagSettings
 from servekit.errors import InvalidArgument, ServiceError, to_status
 
 RAG_SERVICE_NAME = "llmtwin.rag.v1.RagService"
@@ -159,6 +166,8 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         fail: Failure | None = None,
         hold_final: asyncio.Event | None = None,
         final_answer: str | None = None,
+        validate: RagSettings | None = None,
+        hold_context: asyncio.Event | None = None,
     ) -> None:
         self.answer = answer
         self.delay_s = delay_s
@@ -168,11 +177,15 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         self.fail = fail
         self.hold_final = hold_final
         self.final_answer = final_answer  # the final's text when it differs from the deltas (loop guard)
+        self.validate = validate
+        self.hold_context = hold_context
         self.requests: list[rag_pb2.AnswerRequest] = []
         self.request_ids: list[str] = []
         self.deltas_sent = 0
         self.cancelled = asyncio.Event()
         self.cancelled_at: float | None = None
+        self.cancelled_calls = 0
+        self.rejected = 0
         self.completed = 0
 
     def pieces(self) -> list[str]:
@@ -227,9 +240,12 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
     ) -> AsyncIterator[rag_pb2.AnswerStreamResponse]:
         """One context event, then one delta per word, then final; fails or records cancellation as told."""
         request_id = self._record(request, context)
+        await self._check(request, context)
         try:
             if self.fail and self.fail.after_deltas is None:
                 await context.abort_with_status(self.fail.status())
+            if self.hold_context:
+                await self.hold_context.wait()
             yield rag_pb2.AnswerStreamResponse(context=self.context())
             for i, piece in enumerate(self.pieces()):
                 if self.fail and self.fail.after_deltas == i:
@@ -244,20 +260,39 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         except (asyncio.CancelledError, GeneratorExit):
             # When the client cancels the call, grpc.aio cancels the handler; if that lands while grpc is sending
             # a message (outside this generator), the generator is closed instead (GeneratorExit at its yield).
-            self.cancelled_at = time.monotonic()
-            self.cancelled.set()
+            self._cancelled()
             raise
 
     async def Answer(self, request: rag_pb2.AnswerRequest, context: grpc.aio.ServicerContext) -> rag_pb2.AnswerResponse:
         """The whole answer in one message."""
         request_id = self._record(request, context)
+        await self._check(request, context)
         if self.fail:
             await context.abort_with_status(self.fail.status())
-        await asyncio.sleep(self.delay_s)
-        if self.hold_final:
-            await self.hold_final.wait()
+        try:
+            await asyncio.sleep(self.delay_s)
+            if self.hold_final:
+                await self.hold_final.wait()
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
         self.completed += 1
         return rag_pb2.AnswerResponse(context=self.context(), final=self.final(request_id))
+
+    def _cancelled(self) -> None:
+        self.cancelled_at = time.monotonic()
+        self.cancelled_calls += 1
+        self.cancelled.set()
+
+    async def _check(self, request: rag_pb2.AnswerRequest, context: grpc.aio.ServicerContext) -> None:
+        if self.validate is None:
+            return
+        try:
+            convert.query_and_options(request.query, request.options, self.validate)
+            convert.check_parameters(request.parameters)
+        except ServiceError as error:
+            self.rejected += 1
+            await context.abort_with_status(to_status(error, DOMAIN))
 
     def _record(self, request: rag_pb2.AnswerRequest, context: grpc.aio.ServicerContext) -> str:
         self.requests.append(request)
