@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(default=30.0, gt=0, description="Longest wait for a slot before RESOURCE_EXHAUSTED.")
     shutdown_grace_s: float = Field(default=20.0, ge=0, description="In-flight streams get this long to finish.")
     shutdown_drain_s: float = Field(default=0.5, ge=0, description="NOT_SERVING this long before refusing calls.")
+    max_connection_age_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Clients reconnect (and re-resolve DNS, finding new replicas) after this long; 0: never.",
+    )
+    max_connection_age_grace_s: float = Field(
+        default=300.0, ge=0, description="Calls in flight on an aged connection get this long to finish."
+    )
     health_interval_s: float = Field(default=5.0, gt=0, description="Backend health check period.")
 
     default_max_new_tokens: int = Field(default=256, description="max_new_tokens when a request leaves it unset.")

@@ -16,7 +16,10 @@ from rag_service.store import DEFAULT_PATH, VectorStore, open_store
 from rag_service.types import Chunk, Document, IngestReport, Kind
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from rag_service.embedding import Embedder
+    from servekit.tls import ClientTls
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 CONNECT_TIMEOUT_S = 2.0
@@ -105,14 +108,58 @@ def store_options_from_env(env: Mapping[str, str] | None = None) -> StoreOptions
     )
 
 
-async def ingest_via_service(
-    target: str, documents: Sequence[Document], connect_timeout: float = CONNECT_TIMEOUT_S
-) -> IngestReport | None:
-    """Send the documents to a running RAG service; None when nothing answers at `target` in time."""
-    import grpc
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """How the CLI dials the RAG service: TLS and bearer token as the gateway dials it (GATEWAY_RAG_*).
 
+    From RAG_INGEST_TLS, RAG_INGEST_TLS_CA_FILE, RAG_INGEST_TLS_CERT_FILE, RAG_INGEST_TLS_KEY_FILE,
+    RAG_INGEST_TLS_SERVER_NAME and RAG_INGEST_AUTH_TOKEN; the command line's flags win.
+    """
+
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    token: str = ""
+
+    def client_tls(self) -> ClientTls:
+        """The channel's TLS configuration (plaintext unless TLS is asked for or a CA / certificate is given)."""
+        from servekit.tls import ClientTls
+
+        return ClientTls(self.tls, self.ca_file, self.cert_file, self.key_file, self.server_name)
+
+
+def service_options_from_env(env: Mapping[str, str] | None = None) -> ServiceOptions:
+    """Service options from the RAG_INGEST_* environment variables."""
+    env = os.environ if env is None else env
+    return ServiceOptions(
+        tls=(env.get("RAG_INGEST_TLS") or "").strip().lower() in {"1", "true", "yes", "on"},
+        ca_file=env.get("RAG_INGEST_TLS_CA_FILE") or "",
+        cert_file=env.get("RAG_INGEST_TLS_CERT_FILE") or "",
+        key_file=env.get("RAG_INGEST_TLS_KEY_FILE") or "",
+        server_name=env.get("RAG_INGEST_TLS_SERVER_NAME") or "",
+        token=env.get("RAG_INGEST_AUTH_TOKEN") or "",
+    )
+
+
+async def ingest_via_service(
+    target: str,
+    documents: Sequence[Document],
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+    *,
+    tls: ClientTls | None = None,
+    token: str | SecretStr | None = None,
+) -> IngestReport | None:
+    """Send the documents to a running RAG service; None when nothing answers at `target` in time.
+
+    The channel is the services' own (servekit.channels.client_channel): TLS as `tls` says, `token` as a
+    bearer token on the call.
+    """
     from llmtwin.rag.v1 import rag_service_pb2 as pb
     from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc
+    from servekit.auth import client_interceptors
+    from servekit.channels import client_channel
 
     def requests() -> Iterator[pb.IngestDocumentsRequest]:
         for doc in documents:
@@ -128,7 +175,7 @@ async def ingest_via_service(
             )
             yield pb.IngestDocumentsRequest(document=message)
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with client_channel(target, tls=tls, interceptors=client_interceptors(token)) as channel:
         try:
             async with asyncio.timeout(connect_timeout):
                 await channel.channel_ready()
@@ -163,13 +210,19 @@ async def ingest_lines(
     direct: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
+    service: ServiceOptions | None = None,
 ) -> tuple[IngestReport, str]:
-    """Parse JSON Lines and ingest them (service first, else the store); rejections carry line numbers."""
+    """Parse JSON Lines and ingest them (service first, else the store); rejections carry line numbers.
+
+    `service` says how to dial the service (TLS, token); default: from the RAG_INGEST_* variables of `env`.
+    """
     numbered, rejected = parse_jsonl_numbered(lines)
     documents = [doc for _, doc in numbered]
     report = None
     if not direct:
-        report = await ingest_via_service(target, documents, connect_timeout)
+        service = service or service_options_from_env(env)
+        tls = service.client_tls()
+        report = await ingest_via_service(target, documents, connect_timeout, tls=tls, token=service.token)
         how = f"via the RAG service at {target}"
     if report is None:
         if not direct:
@@ -198,7 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--connect-timeout", type=float, default=CONNECT_TIMEOUT_S, help="seconds to wait for the service"
     )
+    from_env = service_options_from_env()
+    parser.add_argument("--tls", action="store_true", default=from_env.tls, help="dial the service over TLS")
+    parser.add_argument("--ca-file", default=from_env.ca_file, help="PEM CA of the service (turns TLS on)")
+    parser.add_argument("--cert-file", default=from_env.cert_file, help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--key-file", default=from_env.key_file, help="PEM key of --cert-file")
+    parser.add_argument("--server-name", default=from_env.server_name, help="name to verify in its certificate")
     args = parser.parse_args(argv)
+    # The token only from the environment (RAG_INGEST_AUTH_TOKEN): a command line is visible to every user.
+    service = ServiceOptions(args.tls, args.ca_file, args.cert_file, args.key_file, args.server_name, from_env.token)
 
     # Bytes: a line that is not UTF-8 is rejected by number like any other bad line, not a crash.
     if args.file == "-":
@@ -208,7 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = f.readlines()
     try:
         report, how = asyncio.run(
-            ingest_lines(lines, target=args.target, direct=args.direct, connect_timeout=args.connect_timeout)
+            ingest_lines(
+                lines,
+                target=args.target,
+                direct=args.direct,
+                connect_timeout=args.connect_timeout,
+                service=service,
+            )
         )
     except Exception as error:  # one clean line for the user: an RPC error, a locked store, ...
         print(f"ingestion failed: {_describe(error)}", file=sys.stderr)

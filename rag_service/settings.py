@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(default=30.0, description="Longest wait for a slot.")
     shutdown_grace_s: float = Field(default=20.0, description="In-flight answers get this long to finish.")
     shutdown_drain_s: float = Field(default=0.5, description="NOT_SERVING this long before refusing calls.")
+    max_connection_age_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Clients reconnect (and re-resolve DNS, finding new replicas) after this long; 0: never.",
+    )
+    max_connection_age_grace_s: float = Field(
+        default=300.0, ge=0, description="Calls in flight on an aged connection get this long to finish."
+    )
     health_interval_s: float = Field(default=5.0, description="Store and LLM health check period.")
 
     # Prompt monitoring (Opik's own OPIK_* variables configure the SDK)

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from servekit.auth import server_interceptors
 from servekit.decoding import DecodeErrorInterceptor
+from servekit.startup import ListenError, describe_os_error, why_not_bindable
 from servekit.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,13 @@ REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # streamed to IngestDocuments, so this is sized for long articles and repositories. Larger messages are
 # refused by grpc itself with RESOURCE_EXHAUSTED before any of our code runs (docs/reliability.md).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A connection older than this gets a GOAWAY, so its client reconnects and re-resolves the target: new replicas
+# (a scale-out, a rolling update) get traffic within about this long (docs/deployment.md). gRPC adds ±10 %
+# jitter so that a client's connections do not all end at once.
+DEFAULT_MAX_CONNECTION_AGE_S = 30.0
+# Calls in flight on an aged connection get this long to finish before it is closed: generous, since a
+# generation streams for minutes on a slow model; new calls already go to the new connection meanwhile.
+DEFAULT_MAX_CONNECTION_AGE_GRACE_S = 300.0
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -36,6 +44,20 @@ _OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.so_reuseport", 0),
 ]
+
+
+def server_options(
+    max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
+    max_connection_age_grace_s: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
+) -> list[tuple[str, int]]:
+    """Our server options; a connection age of 0 leaves connections open forever (gRPC's default)."""
+    options = list(_OPTIONS)
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", max(1, round(max_connection_age_s * 1000))),
+            ("grpc.max_connection_age_grace_ms", round(max_connection_age_grace_s * 1000)),
+        ]
+    return options
 
 
 class GrpcApp:
@@ -46,11 +68,15 @@ class GrpcApp:
         service_name: str,
         extra_services: Iterable[str] = (),
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        *,
+        max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
+        max_connection_age_grace_s: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
     ):
         self.service_name = service_name
         # Innermost: undecodable requests to our service become INVALID_ARGUMENT, not UNKNOWN.
         chain = [*interceptors, DecodeErrorInterceptor((service_name,))]
-        self.server = grpc.aio.server(interceptors=chain, options=_OPTIONS)
+        options = server_options(max_connection_age_s, max_connection_age_grace_s)
+        self.server = grpc.aio.server(interceptors=chain, options=options)
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [service_name, *extra_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -60,14 +86,20 @@ class GrpcApp:
         self.port = 0
 
     async def start(self, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
-        """Binds (TLS with `credentials`) and starts; returns the bound port (0: any free). Starts NOT_SERVING."""
+        """Binds (TLS with `credentials`) and starts; returns the bound port (0: any free). Starts NOT_SERVING.
+
+        ListenError (an OSError) when the address cannot be bound, with the reason found by trying it.
+        """
         address = f"{host}:{port}"
-        if credentials is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            self.port = self.server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpcio's "Failed to bind to address ..." says nothing of the cause
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot bind {host}:{port}")
+            raise ListenError(address, why_not_bindable(host, port))
         await self.health.set("", SERVING)
         await self.health.set(self.service_name, NOT_SERVING)
         await self.server.start()
@@ -106,7 +138,14 @@ def secured_app(service_name: str, domain: str, settings: SecuritySettings) -> t
         open_reflection=settings.auth_open_reflection,
     )
     tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-    return GrpcApp(service_name, interceptors=auth), tls
+    app = GrpcApp(
+        service_name,
+        interceptors=auth,
+        # Settings classes without these fields get the defaults.
+        max_connection_age_s=getattr(settings, "max_connection_age_s", DEFAULT_MAX_CONNECTION_AGE_S),
+        max_connection_age_grace_s=getattr(settings, "max_connection_age_grace_s", DEFAULT_MAX_CONNECTION_AGE_GRACE_S),
+    )
+    return app, tls
 
 
 def _add_reflection_v1(server: grpc.aio.Server, servicer: object) -> None:
@@ -123,9 +162,12 @@ def _add_reflection_v1(server: grpc.aio.Server, servicer: object) -> None:
 
 
 def start_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Serves Prometheus /metrics over HTTP on a background thread (port 0: off)."""
+    """Serves Prometheus /metrics over HTTP on a background thread (port 0: off); ListenError when taken."""
     if port:
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as error:
+            raise ListenError(f"{host}:{port}", describe_os_error(error)) from None
 
 
 async def wait_for_signal() -> str:
@@ -147,16 +189,30 @@ async def wait_for_signal() -> str:
 
 
 async def watch_health(app: GrpcApp, check: object, interval_s: float) -> None:
-    """Keeps the service's health in step with `check()` (an async callable returning bool)."""
+    """Keeps the service's health in step with `check()` (an async callable returning bool).
+
+    A check that raises counts as not serving; its error is logged when it first appears or changes, not at
+    every poll.
+    """
     last: bool | None = None
+    last_error = ""
     while True:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives as the
             # check completes, and stop() then waits forever for this task.
             async with asyncio.timeout(max(interval_s, 1.0)):
                 ok = bool(await check())  # type: ignore[operator]
-        except Exception:
+            last_error = ""
+        except Exception as error:
             ok = False
+            described = "the health check timed out" if isinstance(error, TimeoutError) else repr(error)
+            if described != last_error:
+                log.warning(
+                    "health check failed",
+                    exc_info=error,
+                    extra={"service": app.service_name, "error": described},
+                )
+                last_error = described
         if ok != last:
             log.info("health changed", extra={"service": app.service_name, "serving": ok})
             await app.set_serving(ok)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 from prometheus_client import Counter
 
+from servekit.channels import NO_RETRY_METADATA
 from servekit.decoding import Undecodable
 from servekit.errors import DeadlineExceeded, InvalidArgument, ServiceError, to_status
 from servekit.logs import metadata_value, request_id_var, resolve_request_id, sendable_request_id, trace_id_var
@@ -48,7 +49,10 @@ class RpcKit:
             exc = ServiceError(f"internal error (request id {rid})")
         status = to_status(exc, self.domain)
         self.requests.labels(method, status.code.name).inc()
-        await context.abort(status.code, status.details, (*status.trailing_metadata, ("x-request-id", rid)))
+        # Our handler's answer is final: the caller's channel must not retry it (an UNAVAILABLE here means a
+        # dependency is down, and our own channel to it has already retried). docs/reliability.md, "Retries".
+        trailing = (*status.trailing_metadata, ("x-request-id", rid), NO_RETRY_METADATA)
+        await context.abort(status.code, status.details, trailing)
 
     def unary(self, fn: Unary[T]) -> Unary[T]:
         """Wraps a unary (or client-streaming) handler."""

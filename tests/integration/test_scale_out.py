@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import grpc
 import pytest
 
 from llm_service.backends.echo import EchoBackend
 from llm_service.errors import BackendUnavailable
+from llm_service.server import LlmServer
+from llm_service.settings import Settings as LlmSettings
 from llm_service.types import Completion, Request, Token
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
+from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from llmtwin.rag.v1 import rag_service_pb2_grpc
 from rag_service.embedding import Embedder
 from servekit.channels import client_channel, service_config
+from servekit.errors import error_reason
+from tests.support.dns import running_dns
 from tests.support.llm import running_llm
 from tests.support.rag import RunningRag, corpus, running_rag
 
@@ -141,11 +146,15 @@ async def test_a_killed_replica_loses_only_the_streams_that_had_started(embedder
     assert all(events[-1].HasField("final") for events, err in results if err is None)
 
 
-async def test_unavailable_is_retried_on_the_other_replica_only_before_the_first_message(embedder: Embedder) -> None:
-    """A replica whose model server fails every generation answers UNAVAILABLE: a unary Answer before any
-    message (retried on the other replica), a streamed answer after its context event (not replayed: the
-    caller sees it). (An LLM service that does not answer at all fails the answer before its first message:
-    the model's limits are needed to build the prompt that the context event describes.)"""
+async def test_an_error_a_replica_answered_is_not_retried_elsewhere_and_a_started_stream_is_not_replayed(
+    embedder: Embedder,
+) -> None:
+    """A replica whose model server fails every generation answers UNAVAILABLE (LLM_UNAVAILABLE): a unary Answer
+    before any message, a streamed answer after its context event. Neither is retried on the other replica:
+    the error came from the replica's handler, with the no-retry pushback (every replica dials the same LLM
+    tier, whose own channel already retried), and a stream that has started is never replayed. (An LLM
+    service that does not answer at all fails the answer before its first message: the model's limits are
+    needed to build the prompt that the context event describes.)"""
     async with (
         running_llm(EchoBackend()) as llm,
         running_llm(GenerationDown()) as down,
@@ -157,33 +166,92 @@ async def test_unavailable_is_retried_on_the_other_replica_only_before_the_first
         target = _target(good, broken)
         request = pb.AnswerRequest(query="What is a KV cache?", parameters=PARAMETERS)
 
-        async def answers(channel: grpc.aio.Channel, n: int = 8) -> list[object]:
-            # One after the other: round robin then alternates strictly, so a retry always lands on the
-            # other replica (concurrent calls share the rotation, and a retry may hit the broken one again).
+        async with client_channel(target) as channel:
             stub = rag_service_pb2_grpc.RagServiceStub(channel)
+            for _ in range(4):  # both replicas connected (retrieval needs no LLM) before the count starts
+                await stub.Retrieve(pb.RetrieveRequest(query="KV cache"), timeout=60)
+            # One after the other: round robin then alternates strictly between the two replicas.
             results: list[object] = []
-            for _ in range(n):
+            for _ in range(8):
                 try:
                     results.append(await stub.Answer(request, timeout=60))
                 except grpc.aio.AioRpcError as err:
                     results.append(err)
-            return results
-
-        async with client_channel(target) as channel:
-            assert all(isinstance(r, pb.AnswerResponse) for r in await answers(channel))
-            stub = rag_service_pb2_grpc.RagServiceStub(channel)
             streamed = [await _events_until_error(stub, request) for _ in range(6)]
-        failed = [events for events, err in streamed if err is not None]
-        assert failed, "round robin sent some streams to the broken replica"
-        for events, err in streamed:
-            if err is not None:
-                assert err.code() == grpc.StatusCode.UNAVAILABLE
-                assert [e.WhichOneof("event") for e in events] == ["context"]  # started once, not replayed
 
-        # Without the retry policy, round robin alone sends some unary answers to the broken replica.
-        async with client_channel(target, max_attempts=1) as channel:
-            results = await answers(channel)
-        assert any(isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.UNAVAILABLE for r in results)
+    failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(failed) == 4, "every answer sent to the broken replica failed there, none moved to the other"
+    assert {(err.code(), error_reason(err)) for err in failed} == {(grpc.StatusCode.UNAVAILABLE, "LLM_UNAVAILABLE")}
+    assert sum(isinstance(r, pb.AnswerResponse) for r in results) == 4
+    cut = [(events, err) for events, err in streamed if err is not None]
+    assert len(cut) == 3, "round robin sent every other stream to the broken replica"
+    for events, err in cut:
+        assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
+        assert [e.WhichOneof("event") for e in events] == ["context"]  # started once, not replayed
+
+
+async def test_a_replica_started_later_gets_traffic_once_the_first_connection_ages_out() -> None:
+    """The target is a DNS name (a headless Service) answered by a loopback DNS server: first one replica's
+    address, then, once a second replica is up, both. The client re-resolves only when a connection ends, so
+    without a max connection age it would never use the new replica; with one (1 s here, 30 s by default)
+    the first replica's GOAWAY makes it re-resolve, and calls spread over both, none failing."""
+    backends = [EchoBackend(), EchoBackend()]
+    age = {"max_connection_age_s": 1.0, "max_connection_age_grace_s": 30.0}
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(llm_on(backends[0], "127.0.0.1", 0, **age))
+        port = first.app.port
+        dns, dns_port = await stack.enter_async_context(running_dns(["127.0.0.1"]))
+        channel = client_channel(f"dns://127.0.0.1:{dns_port}/llm-replicas.test:{port}")
+        stack.push_async_callback(channel.close)
+        stub = llm_grpc.LlmServiceStub(channel)
+        request = llm_pb.GenerateRequest(prompt="one two", parameters=llm_pb.GenerationParameters(max_new_tokens=2))
+        failures: list[grpc.aio.AioRpcError] = []
+
+        async def call() -> None:
+            try:
+                await stub.Generate(request, timeout=30)
+            except grpc.aio.AioRpcError as err:
+                failures.append(err)
+
+        for _ in range(5):
+            await call()
+        assert [b.produced > 0 for b in backends] == [True, False]
+
+        # Same port on another loopback address: a new pod, and the DNS answer that lists it.
+        await stack.enter_async_context(llm_on(backends[1], "127.0.0.2", port, **age))
+        dns.addresses = ["127.0.0.1", "127.0.0.2"]
+        async with asyncio.timeout(120):  # an event to wait for, not a speed bound: the first replica's GOAWAY
+            while backends[1].produced == 0:
+                await call()
+                await asyncio.sleep(0.02)
+        before = [b.produced for b in backends]
+        for _ in range(10):  # and both replicas keep serving
+            await call()
+        after = [b.produced for b in backends]
+
+    assert failures == []
+    assert [a > b for a, b in zip(after, before, strict=True)] == [True, True]
+    assert [qtype for _, qtype in dns.queries].count(1) >= 2, "the client asked the DNS server again"
+
+
+@asynccontextmanager
+async def llm_on(backend: EchoBackend, host: str, port: int, **overrides: object) -> AsyncIterator[LlmServer]:
+    """An LLM service on `host:port` (port 0: any free)."""
+    settings = LlmSettings(
+        host=host,
+        port=port,
+        metrics_port=0,
+        health_interval_s=0.2,
+        shutdown_grace_s=1,
+        shutdown_drain_s=0,
+        **overrides,  # type: ignore[arg-type]
+    )
+    server = LlmServer(settings, backend)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 async def _events_until_error(
@@ -206,4 +274,5 @@ async def test_service_config_retries_only_unavailable_with_round_robin() -> Non
     assert method["name"] == [{}]
     assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
     assert method["retryPolicy"]["maxAttempts"] == 3
+    assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
     assert "methodConfig" not in service_config(max_attempts=1)
