@@ -186,11 +186,24 @@ def _phrase(code: int, default: str) -> str:
         return default
 
 
+# Chat roles: pydantic puts the role of a message (the tag of its discriminated union) after the list index.
+_ROLE_TAGS = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    # FastAPI prefixes body fields with "body"; the contract's field paths start at the message.
-    parts = [str(p) for p in loc]
-    if parts and parts[0] == "body":
-        parts = parts[1:]
+    """The field a pydantic error location names, as a client wrote it: `messages.0.content`, not
+    `body.messages.0.user.content.function-after[not_blank(), ...]`."""
+    parts: list[str] = []
+    previous: Any = "body"
+    for i, part in enumerate(loc):
+        drop = (
+            (i == 0 and part == "body")  # FastAPI's prefix: the contract's paths start at the message
+            or (isinstance(previous, int) and part in _ROLE_TAGS)  # a union's tag
+            or (isinstance(part, str) and ("[" in part or part.startswith("constrained-")))  # a validator's name
+        )
+        if not drop:
+            parts.append(str(part))
+        previous = part
     return ".".join(parts)
 
 

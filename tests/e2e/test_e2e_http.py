@@ -100,10 +100,11 @@ def test_the_answer_stream_is_context_then_deltas_then_done(stack: Stack) -> Non
 @pytest.mark.parametrize(
     ("body", "field", "described"),
     [
-        ({"query": ""}, "query", "empty"),
+        # What no schema can know: the room the model leaves for the prompt, the authors in the store.
+        ({"query": "Who?", "parameters": {"max_new_tokens": 8000}}, "parameters.max_new_tokens", "too few"),
         ({"query": "Who?", "options": {"author": "Nobody Known"}}, "options.author", "Elena Varga"),
     ],
-    ids=["empty-query", "unknown-author"],
+    ids=["no-room-for-the-prompt", "unknown-author"],
 )
 def test_a_bad_request_is_a_422_with_the_rag_services_field_violations(
     stack: Stack, body: dict[str, object], field: str, described: str

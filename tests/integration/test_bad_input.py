@@ -237,12 +237,17 @@ GATEWAY_CASES = [
     ("/v1/answer/stream", b'{"query": "q", "parameters": {"top_p": "high"}}', 422, "parameters.top_p"),
     ("/v1/chat/completions", b'{"messages": []}', 422, "messages"),
     ("/v1/chat/completions", b'{"messages": "hi"}', 422, "messages"),
-    ("/v1/chat/completions", b'{"messages": [{"role": "system", "content": "only"}]}', 422, "query"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "system", "content": "only"}]}', 422, "messages"),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 422, "messages.0.content"),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "q"}], "max_tokens": -1}', 422, "max_tokens"),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "q"}], "temperature": NaN}', 422, None),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "q"}], "stop": ["\\ud800"]}', 422, "stop"),
-    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": ""}], "stream": true}', 422, "query"),
+    (
+        "/v1/chat/completions",
+        b'{"messages": [{"role": "user", "content": ""}], "stream": true}',
+        422,
+        "messages.0.content",
+    ),
 ]
 
 

@@ -90,6 +90,6 @@ async def test_a_configured_query_limit_is_stated_and_enforced() -> None:
     assert schemas["UserMessage"]["properties"]["content"]["anyOf"][0]["maxLength"] == 10
     assert too_long.status_code == 422
     assert too_long.json()["error"]["field_violations"][0]["field"] == "query"
-    assert chat_too_long.status_code == 422 and chat_too_long.json()["error"]["param"] == "messages.0.user"
+    assert chat_too_long.status_code == 422 and chat_too_long.json()["error"]["param"] == "messages.0"
     assert at_limit.status_code == 200
     assert [r.query for r in fake.requests] == ["x" * 10] and fake.rejected == 0
