@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -21,13 +20,13 @@ import time
 from pathlib import Path
 
 import grpc
+from common.paths import logs_dir
+from common.procfs import cpu_seconds
+from common.services import Service, spawn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
-
-from llmtwin.llm.v1 import llm_service_pb2 as pb  # noqa: E402
-from llmtwin.llm.v1 import llm_service_pb2_grpc as pb_grpc  # noqa: E402
-from tests.support.procs import free_port, start_module, wait_serving  # noqa: E402
+from llmtwin.llm.v1 import llm_service_pb2 as pb
+from llmtwin.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from tests.support.procs import free_port
 
 REF_METHOD = "/bench.Ref/Stream"
 
@@ -49,12 +48,6 @@ async def serve_reference(port: int) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one_stream(call_factory) -> tuple[float, list[float], int]:  # type: ignore[no-untyped-def]
@@ -137,14 +130,10 @@ async def bench_reference(port: int, pid: int, tokens: int, levels: list[int]) -
     return out
 
 
-def spawn_llm(backend: str, logs: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts the LLM service with a backend; returns the process and its target."""
-    port = free_port()
-    env = {"LLM_BACKEND": backend, "LLM_PORT": str(port), "LLM_METRICS_PORT": "0", "LLM_MAX_CONCURRENT": "32"}
-    env |= {"LLM_MAX_QUEUED": "64", "LLM_LOG_LEVEL": "WARNING"}
-    proc = start_module("llm_service", env, logs / f"llm-{backend}.log")
-    wait_serving(f"127.0.0.1:{port}", "llmtwin.llm.v1.LlmService")
-    return proc, f"127.0.0.1:{port}"
+def spawn_llm(backend: str, logs: Path) -> Service:
+    """Starts the LLM service with a backend, once it serves."""
+    env = {"LLM_BACKEND": backend, "LLM_MAX_CONCURRENT": "32", "LLM_MAX_QUEUED": "64", "LLM_LOG_LEVEL": "WARNING"}
+    return spawn("llm_service", env, logs / f"llm-{backend}.log")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,8 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
     """Runs the whole benchmark, prints the comparison and returns the figures per server and level."""
     levels = [int(x) for x in args.levels.split(",")]
-    logs = ROOT / "var" / "bench"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = logs_dir()
     print(
         f"{'server':<10} {'conc':>4} {'ttft p50':>9} {'ttft p99':>9} {'itl p50':>9} {'itl p99':>9} "
         f"{'tok/s':>10} {'tok/cpu-s':>11}\n{'':<15}{'(ms)':>9} {'(ms)':>9} {'(us)':>9} {'(us)':>9}"
@@ -171,19 +159,19 @@ async def run(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
         return {"target": await bench_llm(args.target, None, "target", args.tokens, levels)}
     out: dict[str, dict[int, dict]] = {}
     ref_port = free_port()
-    ref = subprocess.Popen([sys.executable, __file__, "--serve-reference", str(ref_port)])
-    procs = [ref]
+    ref = Service(subprocess.Popen([sys.executable, __file__, "--serve-reference", str(ref_port)]), "")
+    services = [ref]
     try:
-        out["reference"] = reference = await bench_reference(ref_port, ref.pid, args.tokens, levels)
-        ref.terminate()
-        echo, target = spawn_llm("echo", logs)
-        procs.append(echo)
-        out["echo"] = ours = await bench_llm(target, echo.pid, "echo", args.tokens, levels)
-        echo.terminate()
+        out["reference"] = reference = await bench_reference(ref_port, ref.proc.pid, args.tokens, levels)
+        ref.stop()
+        echo = spawn_llm("echo", logs)
+        services.append(echo)
+        out["echo"] = ours = await bench_llm(echo.target, echo.proc.pid, "echo", args.tokens, levels)
+        echo.stop()
         if not args.skip_embedded:
-            emb, target = spawn_llm("embedded", logs)
-            procs.append(emb)
-            out["embedded"] = await bench_llm(target, emb.pid, "embedded", args.embedded_tokens, levels)
+            emb = spawn_llm("embedded", logs)
+            services.append(emb)
+            out["embedded"] = await bench_llm(emb.target, emb.proc.pid, "embedded", args.embedded_tokens, levels)
         print("\necho relay vs bare grpc.aio loop (server CPU-bound rate, same run):")
         for level in levels:
             ratio = ours[level]["tok_per_cpu_s"] / reference[level]["tok_per_cpu_s"]
@@ -195,9 +183,8 @@ async def run(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
                 f"(reference {reference[level]['itl_p99_us']:.0f} us)"
             )
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for service in services:
+            service.stop()
     return out
 
 

@@ -19,23 +19,19 @@ import asyncio
 import collections
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
+from common.stats import percentile
 from google.protobuf import json_format
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
-
-from llmtwin.llm.v1 import llm_service_pb2 as llm_pb  # noqa: E402
-from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc  # noqa: E402
-from llmtwin.rag.v1 import rag_service_pb2 as rag_pb  # noqa: E402
-from llmtwin.rag.v1 import rag_service_pb2_grpc as rag_grpc  # noqa: E402
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
+from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb
+from llmtwin.rag.v1 import rag_service_pb2_grpc as rag_grpc
 
 # call name -> (stub class, method, request class, streaming, default request JSON, default target)
 CALLS: dict[str, tuple[Any, str, Any, bool, dict[str, Any], str]] = {
@@ -50,14 +46,6 @@ CALLS: dict[str, tuple[Any, str, Any, bool, dict[str, Any], str]] = {
     "llm.GenerateStream": (llm_grpc.LlmServiceStub, "GenerateStream", llm_pb.GenerateRequest, True,
                            {"prompt": "The quick brown fox", "parameters": {"max_new_tokens": 64}}, "127.0.0.1:50052"),
 }  # fmt: skip
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 @dataclass

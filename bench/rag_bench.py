@@ -22,88 +22,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
-import os
-import signal
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from common.data import corpus_documents, question_rows
+from common.paths import logs_dir
+from common.procfs import cpu_seconds
+from common.services import Service, ingest_documents, spawn
+from common.stats import percentile
+from rag_ttft import TTFT_HEADER, Ttft, measure_ttft, print_ttft, ttft_summary
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from llmtwin.rag.v1 import rag_service_pb2 as pb
+from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc
+from rag_service.pipeline.self_query import match_author, mentions_a_name
+from rag_service.types import Author
 
-from llmtwin.llm.v1 import llm_service_pb2 as llm_pb  # noqa: E402
-from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc  # noqa: E402
-from llmtwin.rag.v1 import rag_service_pb2 as pb  # noqa: E402
-from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc  # noqa: E402
-from rag_service.convert import PB_TO_KIND  # noqa: E402
-from rag_service.documents import parse_jsonl  # noqa: E402
-from rag_service.ingest import ingest_via_service  # noqa: E402
-from rag_service.llm_client import Prompt  # noqa: E402
-from rag_service.pipeline.prompt import render  # noqa: E402
-from rag_service.pipeline.self_query import match_author, mentions_a_name  # noqa: E402
-from rag_service.pipeline.sources import group_by_document  # noqa: E402
-from rag_service.types import Author, Chunk, ScoredChunk  # noqa: E402
-from tests.support.procs import free_port, start_module, wait_serving  # noqa: E402
-
-RAG_SERVICE = "llmtwin.rag.v1.RagService"
-LLM_SERVICE = "llmtwin.llm.v1.LlmService"
 BATCH = 32
-ANSWER_TOKENS = 4  # only the first token matters for (c)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
-@dataclass
-class Service:
-    """A service process and its address."""
-
-    proc: subprocess.Popen[bytes]
-    target: str
-
-    def stop(self) -> None:
-        """SIGTERM (graceful shutdown), then wait."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def spawn(module: str, env: dict[str, str], log: Path) -> Service:
-    """Starts `python -m module` (llm_service or rag_service) on a free port and waits until it is SERVING."""
-    port = free_port()
-    prefix, name = ("LLM", LLM_SERVICE) if module == "llm_service" else ("RAG", RAG_SERVICE)
-    proc = start_module(module, env | {f"{prefix}_PORT": str(port), f"{prefix}_METRICS_PORT": "0"}, log)
-    service = Service(proc, f"127.0.0.1:{port}")
-    try:
-        wait_serving(service.target, name, timeout=120)
-    except BaseException:
-        service.stop()
-        raise
-    return service
 
 
 def spawn_llm(backend: str, logs: Path, threads: int) -> Service:
@@ -215,139 +153,6 @@ async def retrieve_level(rag: Service, queries: list[str], clients: int, duratio
     )
 
 
-# ---- (c) time to first token -----------------------------------------------------------------------
-
-
-@dataclass
-class Ttft:
-    """One AnswerStream and the direct LLM call with the same prompt."""
-
-    answer_s: float  # client-side TTFT of AnswerStream
-    server_s: float  # the RAG final's time_to_first_token_s (as the RAG service saw it)
-    llm_s: float  # client-side TTFT of GenerateStream with the same prompt, straight to the LLM service
-    llm_reported_s: float  # the LLM final's own time_to_first_token_s
-    prompt_tokens: int
-    direct_prompt_tokens: int
-    steps: dict[str, float]
-
-
-def rebuilt_prompt_request(
-    query: str, context: pb.AnswerContext, parameters: llm_pb.GenerationParameters
-) -> llm_pb.GenerateRequest:
-    """The GenerateRequest the RAG sent, rebuilt from its context event, first letter lowercased (no cache hit)."""
-    hits = [
-        ScoredChunk(
-            Chunk(
-                d.document_id,
-                PB_TO_KIND[d.kind],
-                d.author_id,
-                d.author_full_name,
-                d.chunk_index,
-                d.content,
-                d.title,
-                d.link,
-            ),
-            d.vector_score,
-            d.score,
-        )
-        for d in context.documents
-    ]
-    author = Author(context.author.id, context.author.full_name) if context.HasField("author") else None
-    # The RAG runs with RAG_CONTEXT_TOKENS=0 here (whole chunks: a prompt that can be rebuilt exactly); its
-    # compressor still embeds the sentences (for the evidence), so that cost stays in the overhead.
-    prompt = render(query, group_by_document(hits), author, "chat")
-    (role, system), *rest = prompt.messages
-    prompt = Prompt(messages=((role, system[0].lower() + system[1:]), *rest))
-    return prompt.to_request(parameters, "bench-direct")
-
-
-async def measure_ttft(rag: Service, llm: Service, queries: list[str], n: int, warmup: int) -> list[Ttft]:
-    """n sequential AnswerStreams (expansion and self-query off), each followed by the direct LLM call."""
-    options = pb.RetrievalOptions(expand_queries=0, self_query=False, rerank=True)
-    parameters = llm_pb.GenerationParameters(max_new_tokens=ANSWER_TOKENS, temperature=0)
-    out: list[Ttft] = []
-    async with (
-        grpc.aio.insecure_channel(rag.target) as rag_channel,
-        grpc.aio.insecure_channel(llm.target) as llm_channel,
-    ):
-        rag_stub, llm_stub = pb_grpc.RagServiceStub(rag_channel), llm_grpc.LlmServiceStub(llm_channel)
-        for i in range(n + warmup):
-            query = queries[i % len(queries)]
-            start, first, context, final = time.perf_counter(), 0.0, None, None
-            request = pb.AnswerRequest(query=query, options=options, parameters=parameters)
-            async for message in rag_stub.AnswerStream(request, timeout=60):
-                kind = message.WhichOneof("event")
-                if kind == "context":
-                    context = message.context
-                elif kind == "delta" and not first:
-                    first = time.perf_counter() - start
-                elif kind == "final":
-                    final = message.final
-            assert context is not None and final is not None
-            start, direct_first, direct_final = time.perf_counter(), 0.0, None
-            async for message in llm_stub.GenerateStream(
-                rebuilt_prompt_request(query, context, parameters), timeout=60
-            ):
-                if message.HasField("final"):
-                    direct_final = message.final
-                elif not direct_first:
-                    direct_first = time.perf_counter() - start
-            assert direct_final is not None
-            if i >= warmup:
-                out.append(
-                    Ttft(
-                        answer_s=first,
-                        server_s=final.time_to_first_token_s,
-                        llm_s=direct_first,
-                        llm_reported_s=direct_final.time_to_first_token_s,
-                        prompt_tokens=final.usage.prompt_tokens,
-                        direct_prompt_tokens=direct_final.usage.prompt_tokens,
-                        steps={t.step: t.seconds for t in final.timings},
-                    )
-                )
-    return out
-
-
-def print_ttft(name: str, results: list[Ttft]) -> None:
-    """One block of (c)."""
-    med = statistics.median
-    answer = [r.answer_s for r in results]
-    overhead = [r.answer_s - r.llm_s for r in results]
-    steps = {s: med([r.steps[s] for r in results if s in r.steps]) for s in ("embed", "search", "rerank", "prompt")}
-    print(
-        f"{name:<9} {len(results):>3} {1000 * med(answer):>8.1f} {1000 * percentile(answer, 99):>8.1f} "
-        f"{1000 * med([r.server_s for r in results]):>8.1f} {1000 * med([r.llm_s for r in results]):>8.1f} "
-        f"{1000 * med([r.llm_reported_s for r in results]):>8.1f} {1000 * med(overhead):>9.1f} "
-        f"{1000 * percentile(overhead, 99):>9.1f}   "
-        + " ".join(f"{k} {1000 * v:.1f}" for k, v in steps.items())
-        + f"   prompt {med([r.prompt_tokens for r in results]):.0f} tok "
-        f"(direct {statistics.fmean([r.direct_prompt_tokens - r.prompt_tokens for r in results]):+.1f})",
-        flush=True,
-    )
-
-
-TTFT_HEADER = (
-    f"{'llm':<9} {'n':>3} {'ans p50':>8} {'ans p99':>8} {'rag-seen':>8} {'llm p50':>8} {'llm own':>8} "
-    f"{'ovh p50':>9} {'ovh p99':>9}   RAG step p50s (ms)"
-)
-
-
-def ttft_summary(results: list[Ttft]) -> dict[str, object]:
-    """(c) as figures: client TTFT, the RAG's overhead and each step, p50/p99 in ms."""
-
-    def d(values: Sequence[float]) -> dict[str, float]:
-        return {"p50_ms": 1000 * percentile(values, 50), "p99_ms": 1000 * percentile(values, 99)}
-
-    steps = {s: [r.steps[s] for r in results if s in r.steps] for s in ("embed", "search", "rerank", "prompt")}
-    return {
-        "n": len(results),
-        "answer_ttft": d([r.answer_s for r in results]),
-        "llm_ttft": d([r.llm_s for r in results]),
-        "overhead": d([r.answer_s - r.llm_s for r in results]),
-        "steps": {k: d(v) for k, v in steps.items() if v},
-    }
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -363,10 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     """Runs (a), (b) and (c), prints the tables and returns the figures."""
     levels = [int(x) for x in args.levels.split(",")]
-    logs = ROOT / "var" / "bench"
-    logs.mkdir(parents=True, exist_ok=True)
-    questions = [json.loads(line) for line in (ROOT / "data" / "questions.jsonl").read_text().splitlines() if line]
-    documents, _ = parse_jsonl((ROOT / "data" / "corpus.jsonl").read_text().splitlines())
+    logs = logs_dir()
+    questions = question_rows()
+    documents = corpus_documents()
     authors = list({d.author_id: Author(d.author_id, d.author_full_name) for d in documents}.values())
     queries = fast_path_queries(questions, authors)
     all_queries = [q["question"] for q in questions]
@@ -379,8 +183,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         rag = spawn_rag(llm, store, True, logs)
         stack.callback(rag.stop)
         t0 = time.perf_counter()
-        report = await ingest_via_service(rag.target, documents, connect_timeout=10)
-        assert report is not None and not report.rejected
+        report = await ingest_documents(rag.target, documents)
         print(
             f"corpus: {report.documents_written} documents, {report.chunks_written} chunks ingested over gRPC "
             f"in {time.perf_counter() - t0:.1f} s; {len(queries)} of {len(all_queries)} questions take "

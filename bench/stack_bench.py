@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,32 +33,23 @@ from typing import Any
 
 import grpc
 import httpx
+import loadgen
+from common.data import corpus_documents, question_rows
+from common.paths import logs_dir
+from common.services import Service, ingest_documents, spawn
+from common.stats import p50_p99_ms, percentile
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python"), str(ROOT / "bench")]
-
-import loadgen  # noqa: E402
-from rag_bench import Service, spawn  # noqa: E402
-
-from llmtwin.llm.v1 import llm_service_pb2 as llm_pb  # noqa: E402
-from llmtwin.rag.v1 import rag_service_pb2 as pb  # noqa: E402
-from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc  # noqa: E402
-from rag_service.documents import parse_jsonl  # noqa: E402
-from rag_service.ingest import ingest_via_service  # noqa: E402
-from tests.support.procs import free_port, start_module  # noqa: E402
+from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
+from llmtwin.rag.v1 import rag_service_pb2 as pb
+from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc
 
 STEPS = ("expand", "self_query", "embed", "search", "rerank", "prompt")
 LIMITS = {"MAX_CONCURRENT": "256", "MAX_QUEUED": "256"}  # admission wide enough for (d)'s 200 streams
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile in ms of values in seconds."""
-    return 1000 * loadgen.percentile(values, p)
-
-
 def dist(values: Sequence[float]) -> dict[str, float]:
-    """p50/p99 in ms."""
-    return {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99), "n": len(values)}
+    """p50/p99 in ms, and how many values."""
+    return p50_p99_ms(values) | {"n": len(values)}
 
 
 def spawn_llm(backend: str, delay_s: float, logs: Path) -> Service:
@@ -79,19 +69,8 @@ def spawn_rag(llm: Service, store: str, logs: Path) -> Service:
 
 def spawn_gateway(rag: Service, logs: Path) -> Service:
     """The gateway, ready when /readyz answers 200."""
-    port = free_port()
-    env = {"GATEWAY_PORT": str(port), "GATEWAY_RAG_TARGET": rag.target, "GATEWAY_LOG_LEVEL": "warning"}
-    service = Service(start_module("gateway", env, logs / "stack-gateway.log"), f"127.0.0.1:{port}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{service.target}/readyz", timeout=2).status_code == 200:
-                return service
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    service.stop()
-    raise TimeoutError("gateway not ready")
+    env = {"GATEWAY_RAG_TARGET": rag.target, "GATEWAY_LOG_LEVEL": "warning"}
+    return spawn("gateway", env, logs / "stack-gateway.log")
 
 
 def request(query: str, pre: bool, tokens: int) -> pb.AnswerRequest:
@@ -129,7 +108,7 @@ async def pre_retrieval(stub: pb_grpc.RagServiceStub, queries: list[str], tokens
             "overhead": dist(overhead),
             "answer_time": dist([f.total_time_s for f in finals]),
             "share_p50": statistics.median(share),
-            "share_p99": loadgen.percentile(share, 99),
+            "share_p99": percentile(share, 99),
         }
     return out
 
@@ -251,11 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs (a)-(e) and returns the figures."""
-    logs = ROOT / "var" / "bench"
-    logs.mkdir(parents=True, exist_ok=True)
-    questions = [json.loads(line) for line in (ROOT / "data" / "questions.jsonl").read_text().splitlines() if line]
-    queries = [q["question"] for q in questions]
-    documents, _ = parse_jsonl((ROOT / "data" / "corpus.jsonl").read_text().splitlines())
+    logs = logs_dir()
+    queries = [q["question"] for q in question_rows()]
+    documents = corpus_documents()
     delay = args.token_delay_ms / 1000
     out: dict[str, Any] = {"token_delay_ms": args.token_delay_ms, "tokens": args.tokens}
     with ExitStack() as stack:
@@ -264,8 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(llm.stop)
         rag = spawn_rag(llm, store, logs)
         stack.callback(rag.stop)
-        report = await ingest_via_service(rag.target, documents, connect_timeout=10)
-        assert report is not None and not report.rejected
+        await ingest_documents(rag.target, documents)
         gateway = spawn_gateway(rag, logs)
         stack.callback(gateway.stop)
         sample = queries[: args.questions]

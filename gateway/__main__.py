@@ -11,33 +11,21 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import Settings
 from servekit.logs import configure_logging
-from servekit.startup import ListenError, StartupError, bind_socket, check_server_tls, client_tls, load_settings, report
-from servekit.tls import ServerTls
+from servekit.startup import ListenError, StartupError, bind_socket, checked_settings, report
 
 NAME = "gateway"
-PREFIX = "GATEWAY_"
 STARTUP_FAILURE = 3  # uvicorn's own status when the app's lifespan fails to start
 
 
-def prepare() -> tuple[Settings, ServerTls, socket.socket]:
+def prepare() -> tuple[Settings, socket.socket]:
     """The settings, TLS files checked and the listening address bound; StartupError names what to change."""
-    settings = load_settings(Settings, PREFIX)
-    s = settings
-    tls = check_server_tls(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file, PREFIX)
-    client_tls(
-        s.rag_tls,
-        s.rag_tls_ca_file,
-        s.rag_tls_cert_file,
-        s.rag_tls_key_file,
-        s.rag_tls_server_name,
-        f"{PREFIX}RAG_TLS_",
-    )
+    settings = checked_settings(Settings)
     try:
         # Bound here rather than by uvicorn, whose bind error is a log line and exit status 1 with no setting.
         sock = bind_socket(settings.host, settings.port)
     except ListenError as error:
-        raise error.startup(f"{PREFIX}PORT", f"{PREFIX}HOST") from None
-    return settings, tls, sock
+        raise error.startup("GATEWAY_PORT", "GATEWAY_HOST") from None
+    return settings, sock
 
 
 def main() -> None:
@@ -47,7 +35,7 @@ def main() -> None:
     naming the setting, and exit status 1.
     """
     try:
-        settings, tls, sock = prepare()
+        settings, sock = prepare()
     except StartupError as error:
         report(NAME, error)
     configure_logging(settings.log_level)
@@ -62,7 +50,7 @@ def main() -> None:
         log_config=None,  # keep the JSON logging configured above
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
-        **tls.uvicorn_options(),
+        **settings.server_tls().uvicorn_options(),
     )
     server = uvicorn.Server(config)
     with sock:

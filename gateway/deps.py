@@ -45,7 +45,7 @@ def adopt_request_id(request: Request, given: str = "") -> str:
 
 
 def rpc_metadata(request_id: str) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata for a RAG call."""
+    """gRPC metadata for a RAG call: the request id's one carrier to the RAG service (not the request's field)."""
     return ((REQUEST_ID_HEADER, request_id),)
 
 

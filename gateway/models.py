@@ -45,7 +45,7 @@ NOT_BLANK_PATTERN = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028
 DEFAULT_MAX_QUERY_CHARS = 2000  # the RAG service's default RAG_MAX_QUERY_CHARS
 # The contract's ranges (rag_service.convert, llmtwin.llm.v1.GenerationParameters); a test checks they agree.
 MAX_TOP_K, MAX_EXPAND_QUERIES, MAX_NEW_TOKENS, MAX_SAMPLING_TOP_K = 50, 5, 8192, 1000
-MAX_STOP_SEQUENCES, MAX_STOP_LENGTH = 8, 64  # rag_service.llm_client
+MAX_STOP_SEQUENCES, MAX_STOP_LENGTH = 8, 64  # servekit.limits
 # The contract's floats are 32-bit: a positive value below the smallest positive float32 would arrive as 0.
 FLOAT32_MIN_POSITIVE = 2.0**-149
 
@@ -246,11 +246,10 @@ class AnswerResponse(BaseModel):
     final: AnswerFinal
 
 
-def answer_request_to_proto(request: AnswerRequest, request_id: str) -> rag_pb2.AnswerRequest:
-    """The gRPC AnswerRequest for a JSON one, carrying the gateway's request id."""
-    data = request.model_dump(exclude_none=True)
+def answer_request_to_proto(request: AnswerRequest) -> rag_pb2.AnswerRequest:
+    """The gRPC AnswerRequest for a JSON one; the request id travels as metadata (gateway.deps.rpc_metadata)."""
+    data = request.model_dump(exclude_none=True, exclude={"request_id"})
     data["options"]["kinds"] = [f"CONTENT_KIND_{kind.upper()}" for kind in request.options.kinds]
-    data["request_id"] = request_id
     try:
         return json_format.ParseDict(data, rag_pb2.AnswerRequest())
     except json_format.ParseError as error:

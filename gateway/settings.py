@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any
 
-from servekit.settings import CommaList, CommaSecrets
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servekit.settings import CommaList, CommaSecrets, ServerTlsSettings, client_tls_settings
+
+RagClientTlsSettings: Any = client_tls_settings("rag", "the RAG service")  # Any: a base mypy cannot see through
 
 
-class Settings(BaseSettings):
-    """Every setting of the gateway, with its documented default."""
+class Settings(RagClientTlsSettings, ServerTlsSettings):
+    """Every setting of the gateway, with its documented default (TLS and dialing the RAG service:
+    servekit.settings)."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
@@ -30,19 +35,9 @@ class Settings(BaseSettings):
     model_name: str = Field(default="llm-twin", description="Model name shown by the OpenAI-compatible API.")
     log_level: str = Field(default="info", description="uvicorn log level.")
 
-    # Security (README "Security"): TLS and bearer tokens, both off by default for the loopback stack
+    # Security (README "Security"): HTTPS and bearer tokens, both off by default for the loopback stack
     tls_cert_file: str = Field(default="", description="PEM certificate chain; set with tls_key_file to serve HTTPS.")
-    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
-    tls_client_ca_file: str = Field(
-        default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
-    )
     auth_tokens: CommaSecrets = Field(
         default_factory=list, description="Comma-separated bearer tokens for /v1/* and /metrics; empty: no auth."
     )
     auth_open_health: bool = Field(default=True, description="/healthz and /readyz answer without a token.")
-    rag_tls: bool = Field(default=False, description="Dial the RAG service over TLS (on when rag_tls_ca_file is set).")
-    rag_tls_ca_file: str = Field(default="", description="PEM CA that signed the RAG service's certificate.")
-    rag_tls_cert_file: str = Field(default="", description="PEM client certificate for mTLS to the RAG service.")
-    rag_tls_key_file: str = Field(default="", description="PEM private key of rag_tls_cert_file.")
-    rag_tls_server_name: str = Field(default="", description="Name to verify in the RAG service's certificate.")
-    rag_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the RAG service.")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from llm_service.errors import InvalidArgument
 from llm_service.settings import Settings
 from llm_service.types import (
@@ -17,10 +15,8 @@ from llm_service.types import (
     Token,
 )
 from llmtwin.llm.v1 import llm_service_pb2 as pb
+from servekit.limits import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, sampling_violations
 
-MAX_STOP_SEQUENCES = 8
-MAX_STOP_LENGTH = 64
-MAX_TOP_K = 1000
 _ROLES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
 _BACKENDS = {
     "embedded": pb.BACKEND_KIND_EMBEDDED,
@@ -64,17 +60,21 @@ def parameters_from_proto(p: pb.GenerationParameters, settings: Settings, max_to
     max_new = p.max_new_tokens if p.HasField("max_new_tokens") else settings.default_max_new_tokens
     check(1 <= max_new <= max_total_tokens, "max_new_tokens", f"must be between 1 and {max_total_tokens}")
     temperature = p.temperature if p.HasField("temperature") else settings.default_temperature
-    check(math.isfinite(temperature) and 0 <= temperature <= 2, "temperature", "must be between 0 and 2")
     top_p = p.top_p if p.HasField("top_p") else 1.0
-    check(math.isfinite(top_p) and 0 < top_p <= 1, "top_p", "must be in (0, 1]")
     top_k = p.top_k if p.HasField("top_k") else 0
-    check(top_k <= MAX_TOP_K, "top_k", f"must be between 0 and {MAX_TOP_K}")
     penalty = p.repetition_penalty if p.HasField("repetition_penalty") else 1.0
-    check(math.isfinite(penalty) and 0 < penalty <= 10, "repetition_penalty", "must be in (0, 10]")
     frequency = p.frequency_penalty if p.HasField("frequency_penalty") else 0.0
-    check(math.isfinite(frequency) and -2 <= frequency <= 2, "frequency_penalty", "must be between -2 and 2")
     presence = p.presence_penalty if p.HasField("presence_penalty") else 0.0
-    check(math.isfinite(presence) and -2 <= presence <= 2, "presence_penalty", "must be between -2 and 2")
+    violations += sampling_violations(
+        {
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "repetition_penalty": penalty,
+            "frequency_penalty": frequency,
+            "presence_penalty": presence,
+        }
+    )
     check(len(p.stop_sequences) <= MAX_STOP_SEQUENCES, "stop_sequences", f"at most {MAX_STOP_SEQUENCES}")
     for i, stop in enumerate(p.stop_sequences):
         check(

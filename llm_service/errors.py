@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from servekit.errors import (
-    Cancelled,
     DeadlineExceeded,
     InvalidArgument,
-    NotFound,
     Overloaded,
     ServiceError,
     Unavailable,
@@ -31,10 +29,8 @@ __all__ = [
     "DOMAIN",
     "BackendError",
     "BackendUnavailable",
-    "Cancelled",
     "DeadlineExceeded",
     "InvalidArgument",
-    "NotFound",
     "Overloaded",
     "ServiceError",
     "Unavailable",

@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from servekit.settings import CommaSecrets
+from servekit.settings import GrpcServerSettings
 
 
-class Settings(BaseSettings):
-    """Every setting of the LLM service, with its documented default."""
+class Settings(GrpcServerSettings):
+    """Every setting of the LLM service, with its documented default (listen, TLS and auth: servekit.settings)."""
 
     model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="gRPC listen address.")
     port: int = Field(default=50052, description="gRPC port (0: any free port).")
     metrics_port: int = Field(default=9102, description="Prometheus /metrics HTTP port; 0 disables it.")
     backend: Literal["embedded", "tgi", "sagemaker", "echo"] = Field(
@@ -27,15 +26,6 @@ class Settings(BaseSettings):
     max_queued: int = Field(default=32, ge=0, description="Generations waiting for a slot; beyond: RESOURCE_EXHAUSTED.")
     queue_timeout_s: float = Field(default=30.0, gt=0, description="Longest wait for a slot before RESOURCE_EXHAUSTED.")
     shutdown_grace_s: float = Field(default=20.0, ge=0, description="In-flight streams get this long to finish.")
-    shutdown_drain_s: float = Field(default=0.5, ge=0, description="NOT_SERVING this long before refusing calls.")
-    max_connection_age_s: float = Field(
-        default=30.0,
-        ge=0,
-        description="Clients reconnect (and re-resolve DNS, finding new replicas) after this long; 0: never.",
-    )
-    max_connection_age_grace_s: float = Field(
-        default=300.0, ge=0, description="Calls in flight on an aged connection get this long to finish."
-    )
     health_interval_s: float = Field(default=5.0, gt=0, description="Backend health check period.")
 
     default_max_new_tokens: int = Field(default=256, description="max_new_tokens when a request leaves it unset.")
@@ -104,15 +94,3 @@ class Settings(BaseSettings):
     )
 
     echo_token_delay_s: float = Field(default=0.0, description="echo: delay between tokens.")
-
-    # Security (README "Security"): TLS and bearer tokens, both off by default for the loopback stack
-    tls_cert_file: str = Field(default="", description="PEM certificate chain; set with tls_key_file to serve TLS.")
-    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
-    tls_client_ca_file: str = Field(
-        default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
-    )
-    auth_tokens: CommaSecrets = Field(
-        default_factory=list, description="Comma-separated bearer tokens accepted; empty: no authentication."
-    )
-    auth_open_health: bool = Field(default=True, description="grpc.health.v1 answers without a token.")
-    auth_open_reflection: bool = Field(default=True, description="Server reflection answers without a token.")

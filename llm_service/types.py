@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -84,4 +84,3 @@ class ModelInfo:
     max_input_tokens: int
     max_total_tokens: int
     model_revision: str = ""
-    extra: dict[str, str] = field(default_factory=dict)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from rag_service.errors import InvalidArgument
-from rag_service.llm_client import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES
+from rag_service.generation import Final
+from rag_service.llm_client import finish_reason_to_proto
 from rag_service.pipeline.sources import Source
-from rag_service.rag import Final, Options, Retrieval
+from rag_service.rag import Options, Retrieval
 from rag_service.settings import Settings
-from rag_service.types import Chunk, Document, Kind, ScoredChunk
+from rag_service.types import Chunk, Document, GenerationParameters, Kind, ScoredChunk
+from servekit.limits import MAX_NEW_TOKENS, MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, sampling_violations
 
 KIND_TO_PB = {
     Kind.ARTICLE: pb.CONTENT_KIND_ARTICLE,
@@ -53,29 +54,34 @@ def query_and_options(query: str, options: pb.RetrievalOptions, settings: Settin
     )
 
 
-def check_parameters(p: llm_pb.GenerationParameters) -> None:
-    """Rejects generation parameters outside the LLM contract's documented ranges before any work is done.
+def parameters_from_proto(p: llm_pb.GenerationParameters) -> GenerationParameters:
+    """The answer's generation parameters, unset fields left unset; rejects values outside the LLM contract's
+    ranges (servekit.limits) before any work is done.
 
     The LLM service checks them again against the model's own limits (prompt + max_new_tokens).
     """
+
+    def given(name: str) -> Any:
+        return getattr(p, name) if p.HasField(name) else None
+
+    parameters = GenerationParameters(
+        max_new_tokens=given("max_new_tokens"),
+        temperature=given("temperature"),
+        top_p=given("top_p"),
+        top_k=given("top_k"),
+        repetition_penalty=given("repetition_penalty"),
+        stop_sequences=tuple(p.stop_sequences),
+        seed=given("seed"),
+        return_logprobs=p.return_logprobs,
+        frequency_penalty=given("frequency_penalty"),
+        presence_penalty=given("presence_penalty"),
+    )
     violations = []
-    if p.HasField("max_new_tokens") and not 1 <= p.max_new_tokens <= 8192:
-        violations.append(("parameters.max_new_tokens", "must be between 1 and 8192"))
-    if p.HasField("temperature") and not (math.isfinite(p.temperature) and 0 <= p.temperature <= 2):
-        violations.append(("parameters.temperature", "must be between 0 and 2"))
-    if p.HasField("top_p") and not (math.isfinite(p.top_p) and 0 < p.top_p <= 1):
-        violations.append(("parameters.top_p", "must be in (0, 1]"))
-    if p.HasField("top_k") and p.top_k > 1000:
-        violations.append(("parameters.top_k", "must be between 0 and 1000"))
-    if p.HasField("repetition_penalty") and not (
-        math.isfinite(p.repetition_penalty) and 0 < p.repetition_penalty <= 10
-    ):
-        violations.append(("parameters.repetition_penalty", "must be in (0, 10]"))
-    for name in ("frequency_penalty", "presence_penalty"):
-        value = getattr(p, name)
-        if p.HasField(name) and not (math.isfinite(value) and -2 <= value <= 2):
-            violations.append((f"parameters.{name}", "must be between -2 and 2"))
-    if len(p.stop_sequences) > MAX_STOP_SEQUENCES or any(not 0 < len(s) <= MAX_STOP_LENGTH for s in p.stop_sequences):
+    if parameters.max_new_tokens is not None and not 1 <= parameters.max_new_tokens <= MAX_NEW_TOKENS:
+        violations.append(("parameters.max_new_tokens", f"must be between 1 and {MAX_NEW_TOKENS}"))
+    violations += sampling_violations(parameters.given())
+    stops = parameters.stop_sequences
+    if len(stops) > MAX_STOP_SEQUENCES or any(not 0 < len(s) <= MAX_STOP_LENGTH for s in stops):
         violations.append(
             (
                 "parameters.stop_sequences",
@@ -84,6 +90,7 @@ def check_parameters(p: llm_pb.GenerationParameters) -> None:
         )
     if violations:
         raise InvalidArgument(violations)
+    return parameters
 
 
 def _origin(c: Chunk) -> dict[str, Any]:
@@ -141,11 +148,11 @@ def timings_to_proto(timings: dict[str, float]) -> list[pb.StepTiming]:
     return [pb.StepTiming(step=step, seconds=seconds) for step, seconds in timings.items()]
 
 
-def final_to_proto(final: Final, request_id: str) -> pb.AnswerFinal:
+def final_to_proto(final: Final) -> pb.AnswerFinal:
     """The final event."""
     return pb.AnswerFinal(
         answer=final.answer,
-        finish_reason=final.finish_reason,  # type: ignore[arg-type]
+        finish_reason=finish_reason_to_proto(final.finish_reason),
         usage=llm_pb.Usage(
             prompt_tokens=final.prompt_tokens,
             completion_tokens=final.completion_tokens,
@@ -153,7 +160,7 @@ def final_to_proto(final: Final, request_id: str) -> pb.AnswerFinal:
         ),
         timings=timings_to_proto(final.timings),
         trace_id=final.trace_id,
-        request_id=request_id,
+        request_id=final.request_id,
         time_to_first_token_s=final.ttft_s,
         total_time_s=final.total_s,
         model_id=final.model_id,

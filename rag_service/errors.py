@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from servekit.errors import (
-    Cancelled,
     DeadlineExceeded,
     InvalidArgument,
-    NotFound,
     Overloaded,
     ServiceError,
     Unavailable,
@@ -22,20 +20,23 @@ class LlmUnavailable(Unavailable):
 
 
 class StoreUnavailable(Unavailable):
-    """The vector store cannot be reached."""
+    """The vector store cannot be reached (both adapters): a store server may come up later."""
 
     reason = "STORE_UNAVAILABLE"
 
 
+class StoreLocked(StoreUnavailable):
+    """The embedded store is open in another process (its WAL lock): waiting will not help, so start-up fails."""
+
+
 __all__ = [
     "DOMAIN",
-    "Cancelled",
     "DeadlineExceeded",
     "InvalidArgument",
     "LlmUnavailable",
-    "NotFound",
     "Overloaded",
     "ServiceError",
+    "StoreLocked",
     "StoreUnavailable",
     "Unavailable",
 ]

@@ -1,9 +1,10 @@
-"""Client of the LLM service: streaming generation, token counting, model info, with errors mapped."""
+"""Client of the LLM service, and the translation layer to its contract (llmtwin.llm.v1): the pipeline gives
+and gets domain types (rag_service.types); protobuf is built and read here only. Errors are mapped to ours."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,61 +13,90 @@ from pydantic import SecretStr
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from rag_service.errors import DeadlineExceeded, InvalidArgument, LlmUnavailable, Overloaded, ServiceError
+from rag_service.types import (
+    BackendKind,
+    FinishReason,
+    Generation,
+    GenerationParameters,
+    ModelInfo,
+    Prompt,
+    Token,
+    Usage,
+)
 from servekit.auth import client_interceptors
 from servekit.channels import client_channel
 from servekit.errors import field_violations
-from servekit.logs import request_id_var, trace_id_var
+from servekit.logs import REQUEST_ID_KEY, TRACE_ID_KEY, request_id_var, trace_id_var
 from servekit.tls import ClientTls
 
 LLM_SERVICE = "llmtwin.llm.v1.LlmService"
-# The LLM contract's limits on stop sequences (GenerationParameters.stop_sequences).
-MAX_STOP_SEQUENCES = 8
-MAX_STOP_LENGTH = 64
+R = TypeVar("R")
 ROLES = {"system": llm_pb.ROLE_SYSTEM, "user": llm_pb.ROLE_USER, "assistant": llm_pb.ROLE_ASSISTANT}
-# The format TwinLlama was fine-tuned on (the book's instruction dataset).
-ALPACA = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the "
-    "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
+_FINISH_FROM_PB = {
+    llm_pb.FINISH_REASON_UNSPECIFIED: FinishReason.UNSPECIFIED,
+    llm_pb.FINISH_REASON_LENGTH: FinishReason.LENGTH,
+    llm_pb.FINISH_REASON_STOP_SEQUENCE: FinishReason.STOP_SEQUENCE,
+    llm_pb.FINISH_REASON_END_OF_SEQUENCE: FinishReason.END_OF_SEQUENCE,
+    llm_pb.FINISH_REASON_REPETITION: FinishReason.REPETITION,
+}
+_FINISH_TO_PB = {reason: number for number, reason in _FINISH_FROM_PB.items()}
+_BACKENDS = {
+    llm_pb.BACKEND_KIND_EMBEDDED: BackendKind.EMBEDDED,
+    llm_pb.BACKEND_KIND_TGI: BackendKind.TGI,
+    llm_pb.BACKEND_KIND_SAGEMAKER: BackendKind.SAGEMAKER,
+    llm_pb.BACKEND_KIND_ECHO: BackendKind.ECHO,
+}
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """What is sent to the model: chat messages (role, content), or a raw prompt in a trained format."""
+def parameters_to_proto(parameters: GenerationParameters) -> llm_pb.GenerationParameters:
+    """The contract's GenerationParameters; unset (None) fields stay unset."""
+    return llm_pb.GenerationParameters(**parameters.given())
 
-    messages: tuple[tuple[str, str], ...] = ()
-    text: str | None = None
 
-    @classmethod
-    def instruction(cls, system: str, user: str, style: str) -> Prompt:
-        """An instruction in the prompt format the model was trained with (RAG_PROMPT_FORMAT): a system and a
-        user message rendered by the model's chat template ("chat"), or one Alpaca instruction ("alpaca")."""
-        if style == "alpaca":
-            return cls(text=ALPACA.format(instruction=f"{system}\n\n{user}"))
-        return cls(messages=(("system", system), ("user", user)))
+def _input(prompt: Prompt) -> dict[str, Any]:
+    """The `input` oneof of a GenerateRequest or CountTokensRequest."""
+    if prompt.text is not None:
+        return {"prompt": prompt.text}
+    turns = [llm_pb.ChatMessage(role=ROLES[r], content=c) for r, c in prompt.messages]
+    return {"messages": llm_pb.ChatMessages(messages=turns)}
 
-    def to_request(self, parameters: llm_pb.GenerationParameters, request_id: str) -> llm_pb.GenerateRequest:
-        """The LLM service's GenerateRequest for this prompt ("-", no request id, is sent as none)."""
-        request_id = "" if request_id == "-" else request_id
-        if self.text is not None:
-            return llm_pb.GenerateRequest(prompt=self.text, parameters=parameters, request_id=request_id)
-        turns = [llm_pb.ChatMessage(role=ROLES[r], content=c) for r, c in self.messages]
-        return llm_pb.GenerateRequest(
-            messages=llm_pb.ChatMessages(messages=turns), parameters=parameters, request_id=request_id
-        )
 
-    def count_request(self) -> llm_pb.CountTokensRequest:
-        """The CountTokens request for this prompt."""
-        if self.text is not None:
-            return llm_pb.CountTokensRequest(prompt=self.text)
-        turns = [llm_pb.ChatMessage(role=ROLES[r], content=c) for r, c in self.messages]
-        return llm_pb.CountTokensRequest(messages=llm_pb.ChatMessages(messages=turns))
+def generate_request(prompt: Prompt, parameters: llm_pb.GenerationParameters) -> llm_pb.GenerateRequest:
+    """The LLM service's GenerateRequest for this prompt. The request id is not in it: our calls carry it as
+    x-request-id metadata (`call_metadata`), the one carrier between our services (docs/contracts.md)."""
+    return llm_pb.GenerateRequest(**_input(prompt), parameters=parameters)
+
+
+def finish_reason_to_proto(reason: FinishReason) -> llm_pb.FinishReason:
+    """The contract's FinishReason value."""
+    return _FINISH_TO_PB[reason]
+
+
+def generation_from_proto(result: llm_pb.GenerationResult) -> Generation:
+    """A generation's end as the pipeline sees it."""
+    return Generation(
+        text=result.text,
+        finish_reason=_FINISH_FROM_PB.get(result.finish_reason, FinishReason.UNSPECIFIED),
+        usage=Usage(result.usage.prompt_tokens, result.usage.completion_tokens),
+        model_id=result.model_id,
+        ttft_s=result.time_to_first_token_s,
+    )
+
+
+def model_info_from_proto(info: llm_pb.GetModelInfoResponse) -> ModelInfo:
+    """The served model and its limits."""
+    return ModelInfo(
+        model_id=info.model_id,
+        backend=_BACKENDS.get(info.backend, BackendKind.UNSPECIFIED),
+        max_input_tokens=info.max_input_tokens,
+        max_total_tokens=info.max_total_tokens,
+    )
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:
     """The request id and trace id of the request being served (context variables set by the RPC wrapper and
     the pipeline), sent with every call made on its behalf so the LLM service's logs join the answer's."""
-    ids = [("x-request-id", request_id_var.get()), ("x-trace-id", trace_id_var.get())]
+    ids = [(REQUEST_ID_KEY, request_id_var.get()), (TRACE_ID_KEY, trace_id_var.get())]
     return tuple((k, v) for k, v in ids if v and v != "-")
 
 
@@ -79,53 +109,58 @@ class LlmClient:
         self._channel = client_channel(target, tls=tls, interceptors=client_interceptors(token))
         self._stub = llm_grpc.LlmServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._info: llm_pb.GetModelInfoResponse | None = None
+        self._info: ModelInfo | None = None
 
-    async def model_info(self, timeout: float | None = 5.0) -> llm_pb.GetModelInfoResponse:
+    async def model_info(self, timeout: float | None = 5.0) -> ModelInfo:
         """The served model and its limits (cached after the first success)."""
         if self._info is None:
             request = llm_pb.GetModelInfoRequest()
-            self._info = await self._call(self._stub.GetModelInfo(request, timeout=timeout, metadata=call_metadata()))
+            call = self._stub.GetModelInfo(request, timeout=timeout, metadata=call_metadata())
+            self._info = model_info_from_proto(await self._call(call))
         return self._info
 
     @property
-    def cached_info(self) -> llm_pb.GetModelInfoResponse | None:
+    def cached_info(self) -> ModelInfo | None:
         """The model info once a GetModelInfo call has succeeded, else None (never calls out)."""
         return self._info
 
     async def count_tokens(self, prompt: Prompt, timeout: float | None = 5.0) -> int:
         """Tokens the model sees for this prompt."""
-        call = self._stub.CountTokens(prompt.count_request(), timeout=timeout, metadata=call_metadata())
+        request = llm_pb.CountTokensRequest(**_input(prompt))
+        call = self._stub.CountTokens(request, timeout=timeout, metadata=call_metadata())
         response = await self._call(call)
         return int(response.token_count)
 
     async def generate(
         self,
         prompt: Prompt,
-        parameters: llm_pb.GenerationParameters,
+        parameters: GenerationParameters,
         *,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
-    ) -> llm_pb.GenerationResult:
+    ) -> Generation:
         """A whole generation (for short internal steps: expansion, self-query)."""
-        request = prompt.to_request(parameters, request_id_var.get())
+        request = generate_request(prompt, parameters_to_proto(parameters))
         call = self._stub.Generate(request, metadata=[*call_metadata(), *metadata], timeout=timeout)
-        return (await self._call(call)).result
+        return generation_from_proto((await self._call(call)).result)
 
     async def stream(
         self,
         prompt: Prompt,
-        parameters: llm_pb.GenerationParameters,
+        parameters: GenerationParameters,
         *,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
-    ) -> AsyncGenerator[llm_pb.GenerateStreamResponse, None]:
-        """Relays GenerateStream messages as they arrive; closing the iterator cancels the call."""
-        request = prompt.to_request(parameters, request_id_var.get())
+    ) -> AsyncGenerator[Token | Generation, None]:
+        """Tokens as the LLM streams them, then its Generation; closing the iterator cancels the call."""
+        request = generate_request(prompt, parameters_to_proto(parameters))
         call = self._stub.GenerateStream(request, metadata=[*call_metadata(), *metadata], timeout=timeout)
         try:
             async for message in call:
-                yield message
+                if message.HasField("final"):
+                    yield generation_from_proto(message.final)
+                else:
+                    yield Token(message.token.text)
         except grpc.aio.AioRpcError as exc:
             raise map_error(exc, self.target) from exc
         finally:
@@ -139,7 +174,7 @@ class LlmClient:
             return False
         return response.status == health_pb2.HealthCheckResponse.SERVING
 
-    async def _call(self, call):  # type: ignore[no-untyped-def]
+    async def _call(self, call: Awaitable[R]) -> R:
         try:
             return await call
         except grpc.aio.AioRpcError as exc:

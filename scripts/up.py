@@ -27,10 +27,10 @@ NAMES = ("llm_service", "rag_service", "gateway")
 
 def ensure_corpus() -> None:
     """Ingests the sample corpus into the embedded store when it is empty (before the RAG service owns it)."""
-    from rag_service.ingest import ingest_directly, store_options_from_env
+    from rag_service.ingest import IngestSettings, ingest_directly
     from rag_service.store import open_store
 
-    options = store_options_from_env()
+    options = IngestSettings().store_options()
 
     async def count() -> int:
         store = open_store(url=options.url, api_key=options.api_key, path=options.path, backend=options.backend)

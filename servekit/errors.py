@@ -2,11 +2,9 @@
 
     ServiceError                    (INTERNAL)
     ├── InvalidArgument             (INVALID_ARGUMENT, with BadRequest field violations)
-    ├── NotFound                    (NOT_FOUND)
     ├── Overloaded                  (RESOURCE_EXHAUSTED)
     ├── Unavailable                 (UNAVAILABLE)
-    ├── DeadlineExceeded            (DEADLINE_EXCEEDED)
-    └── Cancelled                   (CANCELLED)
+    └── DeadlineExceeded            (DEADLINE_EXCEEDED)
 
 Each status carries a google.rpc.Status with one ErrorInfo (reason, domain) so clients in any
 language can branch on `reason` rather than on message text.
@@ -46,13 +44,6 @@ class InvalidArgument(ServiceError):
         super().__init__(f"invalid request: {summary}", reason=reason)
 
 
-class NotFound(ServiceError):
-    """A named thing does not exist."""
-
-    code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
-
-
 class Overloaded(ServiceError):
     """Too many requests in flight; retry later."""
 
@@ -72,13 +63,6 @@ class DeadlineExceeded(ServiceError):
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "DEADLINE_EXCEEDED"
-
-
-class Cancelled(ServiceError):
-    """The work was cancelled."""
-
-    code = grpc.StatusCode.CANCELLED
-    reason = "CANCELLED"
 
 
 def to_status(error: ServiceError, domain: str) -> grpc.Status:

@@ -6,17 +6,16 @@ import asyncio
 import logging
 import signal
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
-from pydantic import SecretStr
 
 from servekit.auth import server_interceptors
 from servekit.decoding import DecodeErrorInterceptor
+from servekit.settings import DEFAULT_MAX_CONNECTION_AGE_GRACE_S, DEFAULT_MAX_CONNECTION_AGE_S, GrpcServerSettings
 from servekit.startup import ListenError, describe_os_error, why_not_bindable
 from servekit.tls import ServerTls
 
@@ -30,13 +29,6 @@ REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # streamed to IngestDocuments, so this is sized for long articles and repositories. Larger messages are
 # refused by grpc itself with RESOURCE_EXHAUSTED before any of our code runs (docs/reliability.md).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# A connection older than this gets a GOAWAY, so its client reconnects and re-resolves the target: new replicas
-# (a scale-out, a rolling update) get traffic within about this long (docs/deployment.md). gRPC adds ±10 %
-# jitter so that a client's connections do not all end at once.
-DEFAULT_MAX_CONNECTION_AGE_S = 30.0
-# Calls in flight on an aged connection get this long to finish before it is closed: generous, since a
-# generation streams for minutes on a slow model; new calls already go to the new connection meanwhile.
-DEFAULT_MAX_CONNECTION_AGE_GRACE_S = 300.0
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -118,18 +110,7 @@ class GrpcApp:
         await self.server.stop(grace_s)
 
 
-class SecuritySettings(Protocol):
-    """The TLS and bearer-token settings every gRPC service has."""
-
-    tls_cert_file: str
-    tls_key_file: str
-    tls_client_ca_file: str
-    auth_tokens: list[SecretStr]
-    auth_open_health: bool
-    auth_open_reflection: bool
-
-
-def secured_app(service_name: str, domain: str, settings: SecuritySettings) -> tuple[GrpcApp, ServerTls]:
+def secured_app(service_name: str, domain: str, settings: GrpcServerSettings) -> tuple[GrpcApp, ServerTls]:
     """The service's GrpcApp with its bearer-token check (none without tokens), and its TLS configuration."""
     auth = server_interceptors(
         settings.auth_tokens,
@@ -137,15 +118,13 @@ def secured_app(service_name: str, domain: str, settings: SecuritySettings) -> t
         open_health=settings.auth_open_health,
         open_reflection=settings.auth_open_reflection,
     )
-    tls = ServerTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     app = GrpcApp(
         service_name,
         interceptors=auth,
-        # Settings classes without these fields get the defaults.
-        max_connection_age_s=getattr(settings, "max_connection_age_s", DEFAULT_MAX_CONNECTION_AGE_S),
-        max_connection_age_grace_s=getattr(settings, "max_connection_age_grace_s", DEFAULT_MAX_CONNECTION_AGE_GRACE_S),
+        max_connection_age_s=settings.max_connection_age_s,
+        max_connection_age_grace_s=settings.max_connection_age_grace_s,
     )
-    return app, tls
+    return app, settings.server_tls()
 
 
 def _add_reflection_v1(server: grpc.aio.Server, servicer: object) -> None:

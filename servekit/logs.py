@@ -9,6 +9,10 @@ import time
 import uuid
 from contextvars import ContextVar
 
+# The request id's one carrier between our services (gateway → RAG → LLM), echoed as trailing metadata.
+REQUEST_ID_KEY = "x-request-id"
+TRACE_ID_KEY = "x-trace-id"  # the RAG's prompt-trace id, sent with every LLM call made for an answer
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")  # the caller's prompt-trace id, if any
 
@@ -66,10 +70,12 @@ def sendable_request_id(value: str) -> bool:
 
 
 def resolve_request_id(field: str, metadata: object) -> str:
-    """The request id: the message's field, else the x-request-id metadata, else a new one.
+    """The request id: the message's request_id field, else the x-request-id metadata, else a new one.
 
-    A field that cannot travel as metadata is replaced by a new id (servekit.rpc then rejects the request).
+    Our own clients send it once, as metadata; the public contracts keep the field for clients that prefer
+    it, and a set field wins (docs/contracts.md). A field that cannot travel as metadata is replaced by a new
+    id (servekit.rpc then rejects the request).
     """
     if field:
         return field if sendable_request_id(field) else new_request_id()
-    return metadata_value(metadata, "x-request-id") or new_request_id()
+    return metadata_value(metadata, REQUEST_ID_KEY) or new_request_id()

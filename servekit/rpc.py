@@ -18,7 +18,15 @@ from prometheus_client import Counter
 from servekit.channels import NO_RETRY_METADATA
 from servekit.decoding import Undecodable
 from servekit.errors import DeadlineExceeded, InvalidArgument, ServiceError, to_status
-from servekit.logs import metadata_value, request_id_var, resolve_request_id, sendable_request_id, trace_id_var
+from servekit.logs import (
+    REQUEST_ID_KEY,
+    TRACE_ID_KEY,
+    metadata_value,
+    request_id_var,
+    resolve_request_id,
+    sendable_request_id,
+    trace_id_var,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,11 +42,12 @@ class RpcKit:
         self.requests = requests
 
     def _begin(self, request: Any, context: grpc.aio.ServicerContext) -> str:
+        """Adopts the call's request id (and trace id) for its logs and calls, and echoes it as trailing metadata."""
         metadata = context.invocation_metadata()
         rid = resolve_request_id(getattr(request, "request_id", ""), metadata)
         request_id_var.set(rid)
-        trace_id_var.set(metadata_value(metadata, "x-trace-id"))
-        context.set_trailing_metadata((("x-request-id", rid),))
+        trace_id_var.set(metadata_value(metadata, TRACE_ID_KEY))
+        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
         return rid
 
     async def _fail(self, method: str, exc: BaseException, context: grpc.aio.ServicerContext, rid: str) -> None:
@@ -51,7 +60,7 @@ class RpcKit:
         self.requests.labels(method, status.code.name).inc()
         # Our handler's answer is final: the caller's channel must not retry it (an UNAVAILABLE here means a
         # dependency is down, and our own channel to it has already retried). docs/reliability.md, "Retries".
-        trailing = (*status.trailing_metadata, ("x-request-id", rid), NO_RETRY_METADATA)
+        trailing = (*status.trailing_metadata, (REQUEST_ID_KEY, rid), NO_RETRY_METADATA)
         await context.abort(status.code, status.details, trailing)
 
     def unary(self, fn: Unary[T]) -> Unary[T]:

@@ -3,26 +3,27 @@
     StartupError            the report: `<service>: <what failed> (<SETTING>): <why>`, exit status 1
     ListenError (OSError)   a port could not be bound; `.startup(setting)` turns it into the report
 
-`run_service` runs a service's async main and prints a StartupError as its last line (no traceback); the
-`__main__` of each service turns what it knows can go wrong (a port in use, a bad TLS file, a bad setting
-value) into StartupErrors that name the environment variable. Anything else is a bug and keeps its traceback.
+`checked_settings` reads the settings and checks their TLS files; `report` prints a StartupError as the
+process's last line (no traceback). servekit.service.run_service does both for the gRPC services, and turns
+what it knows can go wrong (a port in use, a bad TLS file, a bad setting value) into StartupErrors that name
+the environment variable; the gateway's `__main__` does the same around uvicorn. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from servekit.settings import ServerTlsSettings, client_peers, peer_tls
 from servekit.tls import ClientTls, ServerTls, TlsConfigError
 
 EXIT_STARTUP = 1
@@ -50,14 +51,6 @@ class ListenError(OSError):
         return StartupError(f"cannot listen on {self.address} ({setting}): {self.reason}")
 
 
-def run_service(name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """`asyncio.run(main())`; a StartupError ends the process with one line on stderr and exit status 1."""
-    try:
-        asyncio.run(main())
-    except StartupError as error:
-        report(name, error)
-
-
 def report(name: str, error: StartupError) -> NoReturn:
     """Prints `name: error` as the last line on stderr and ends the process with status 1.
 
@@ -69,6 +62,18 @@ def report(name: str, error: StartupError) -> NoReturn:
     sys.stderr.flush()
     print(f"{name}: {error}", file=sys.stderr, flush=True)
     os._exit(EXIT_STARTUP)
+
+
+def checked_settings(cls: type[S]) -> S:
+    """The settings from the environment, with the server's and each peer's TLS files read and checked now;
+    StartupError names the setting to change (the variable's prefix is the class's env_prefix)."""
+    env_prefix = cls.model_config.get("env_prefix") or ""
+    settings = load_settings(cls, env_prefix)
+    if isinstance(settings, ServerTlsSettings):
+        check_server_tls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file, env_prefix)
+    for peer in client_peers(settings):
+        check_peer_tls(settings, peer, f"{env_prefix}{peer.upper()}_TLS_")
+    return settings
 
 
 def load_settings(cls: type[S], env_prefix: str) -> S:
@@ -158,12 +163,10 @@ def check_client_tls(tls: ClientTls, env_prefix: str) -> ClientTls:
     return tls
 
 
-def client_tls(
-    enabled: bool, ca_file: str, cert_file: str, key_file: str, server_name: str, env_prefix: str
-) -> ClientTls:
-    """A ClientTls built from settings and checked (see check_client_tls); StartupError when incomplete."""
+def check_peer_tls(settings: BaseSettings, peer: str, env_prefix: str) -> ClientTls:
+    """How to dial `peer` (servekit.settings.peer_tls), checked; StartupError when incomplete or unreadable."""
     try:
-        tls = ClientTls(enabled, ca_file, cert_file, key_file, server_name)
+        tls = peer_tls(settings, peer)
     except TlsConfigError as error:
         raise StartupError(f"{error} ({env_prefix}CERT_FILE, {env_prefix}KEY_FILE)") from None
     return check_client_tls(tls, env_prefix)

@@ -58,7 +58,7 @@ async def answer(body: AnswerRequest, request: Request, stub: Stub, settings: Se
     citations)."""
     request_id = adopt_request_id(request, body.request_id)
     call = stub.Answer(
-        answer_request_to_proto(body, request_id), metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s
+        answer_request_to_proto(body), metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s
     )
     return answer_from_proto(await until_disconnected(request, call, call))
 
@@ -70,7 +70,7 @@ async def answer_stream(
     request_id = adopt_request_id(request, body.request_id)
     stream = await open_answer_stream(
         stub,
-        answer_request_to_proto(body, request_id),
+        answer_request_to_proto(body),
         http=request,
         request_id=request_id,
         deadline_s=settings.request_timeout_s,

@@ -261,7 +261,7 @@ async def chat_completions(
 ) -> Response:
     """Answer the last user message, as an OpenAI chat completion or a stream of completion chunks."""
     request_id = adopt_request_id(request)
-    rag_request = answer_request_to_proto(body.to_answer_request(), request_id)
+    rag_request = answer_request_to_proto(body.to_answer_request())
     base = {"id": f"chatcmpl-{request_id}", "created": int(time.time()), "model": settings.model_name}
     if body.stream:
         stream = await open_answer_stream(

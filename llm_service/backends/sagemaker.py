@@ -1,15 +1,9 @@
 """SageMaker backend: a SageMaker real-time endpoint running the Hugging Face TGI container, streamed.
 
-`invoke_endpoint_with_response_stream` returns an event stream whose PayloadParts carry TGI's SSE bytes
-(a line may be split across parts). boto3 blocks, so each generation runs the call and the event-stream
-iteration on its own thread (not the default executor, which long streams would starve) and hands parts
-to the event loop through a bounded queue: a slow client makes the thread wait, and with it the HTTP read.
-
-Health follows what the endpoint can serve (see SERVING_ENDPOINT_STATUSES), from DescribeEndpoint answers
-that are shared by concurrent checks and reused for `status_ttl_s`. The token limits are the ones the
-endpoint was deployed with (the TGI container's MAX_INPUT_TOKENS / MAX_TOTAL_TOKENS, read at start through
-DescribeEndpoint → DescribeEndpointConfig → DescribeModel, or DescribeInferenceComponent → DescribeModel),
-unless set explicitly; the configured fallbacks apply when the deployment does not say.
+The request and its events are TGI's payloads (tgi_payload); the response stream is pumped off boto3's
+blocking event stream by sagemaker_stream; health and the deployed token limits come from the control
+plane (sagemaker_endpoint). The token limits are the deployed ones unless set explicitly; the configured
+fallbacks apply when the deployment does not say.
 """
 
 from __future__ import annotations
@@ -17,67 +11,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import threading
-import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 import boto3
-import urllib3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
+from botocore.exceptions import BotoCoreError
 
-from llm_service.backends.tgi import (
+from llm_service.backends.sagemaker_endpoint import EndpointStatusCache, deployed_limits
+from llm_service.backends.sagemaker_stream import SseLines, StreamPump, parse_event
+from llm_service.backends.tgi_payload import (
     ChatAccumulator,
     chat_parameters,
-    error_from_status,
-    error_from_tgi,
     estimate_tokens,
     generate_parameters,
     message_dicts,
     plain_chat_text,
     tgi_items,
 )
-from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument, Overloaded, ServiceError
+from llm_service.errors import BackendError, BackendUnavailable, ServiceError
 from llm_service.stops import cut_stop_sequences
 from llm_service.types import Completion, GenerationInput, ModelInfo, Request, Token
 
 log = logging.getLogger(__name__)
-
-_END = object()
-
-# Endpoint statuses in which invocations are answered. While Updating (UpdateEndpoint's blue/green switch,
-# which `llm_service.deploy up` sends), SystemUpdating (patching) and RollingBack the old fleet keeps
-# serving; UpdateRollbackFailed leaves it in service with a mix of both configs. Creating, OutOfService,
-# Deleting and Failed do not serve.
-SERVING_ENDPOINT_STATUSES = frozenset(
-    {"InService", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed"}
-)
-# An inference component keeps its current copies serving while UpdateInferenceComponent rolls out new ones.
-SERVING_COMPONENT_STATUSES = frozenset({"InService", "Updating"})
-# PayloadParts one stream may hold between the worker thread and the consumer (a TGI event is one or a
-# few parts): beyond, the worker waits, and TCP's flow control slows the endpoint's writes.
-STREAM_BUFFER_PARTS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointStatus:
-    """What DescribeEndpoint (and DescribeInferenceComponent) said."""
-
-    endpoint: str
-    component: str | None = None
-
-    @property
-    def serving(self) -> bool:
-        """True when the endpoint (and its component) answers invocations in this state."""
-        return self.endpoint in SERVING_ENDPOINT_STATUSES and (
-            self.component is None or self.component in SERVING_COMPONENT_STATUSES
-        )
-
-    def __str__(self) -> str:
-        return self.endpoint if self.component is None else f"{self.endpoint}, its component {self.component}"
 
 
 class SageMakerBackend:
@@ -85,7 +42,7 @@ class SageMakerBackend:
 
     Credentials and region come the usual boto3 way (env, profile, instance role) or from `session`.
     `endpoint_url` overrides where both the runtime and the control-plane calls go (tests, local fakes).
-    Health and start use DescribeEndpoint (a status in SERVING_ENDPOINT_STATUSES), which needs
+    Health and start use DescribeEndpoint (a status in sagemaker_endpoint.SERVING_ENDPOINT_STATUSES), which needs
     `sagemaker:DescribeEndpoint` besides `sagemaker:InvokeEndpoint`; one answer serves every check for
     `status_ttl_s`, and concurrent checks share one call. With `check_endpoint_status=False` they only
     check that the clients are built, and the first generation reveals a missing endpoint.
@@ -122,11 +79,7 @@ class SageMakerBackend:
         self._session = session
         self._check_status = check_endpoint_status
         self._limits_override = (max_input_tokens, max_total_tokens)
-        self._status_ttl_s = status_ttl_s
-        self._status: EndpointStatus | None = None
-        self._status_error: ServiceError | None = None
-        self._status_at = -math.inf  # time.monotonic() of the last answer (or error)
-        self._status_call: asyncio.Task[EndpointStatus] | None = None
+        self._statuses = EndpointStatusCache(endpoint_name, inference_component_name, status_ttl_s)
         # No SDK retry once a stream has started (it is not resumable); max_attempts covers refused
         # connections and throttling before it. timeout_s bounds each wait between two reads.
         self._config = Config(
@@ -135,14 +88,13 @@ class SageMakerBackend:
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             max_pool_connections=64,  # one connection per concurrent stream
         )
-        extra = {"endpoint": endpoint_name, "inference_component": inference_component_name or ""}
         self._info = ModelInfo(
             model_id or endpoint_name,
             "sagemaker",
             max_input_tokens or fallback_max_input_tokens,
             max_total_tokens or fallback_max_total_tokens,
-            extra=extra,
         )
+        self.limits_from = "settings"  # where the token limits came from, once started
         self._runtime: Any = None
         self._control: Any = None
         self._tokenizer: Any = None
@@ -154,7 +106,7 @@ class SageMakerBackend:
         except BotoCoreError as exc:  # no region, broken profile...
             raise BackendUnavailable(f"cannot configure the SageMaker client: {exc}") from exc
         if self._check_status:
-            status = await self._endpoint_status()
+            status = await self._statuses.get(self._control)
             if not status.serving:
                 raise BackendUnavailable(f"SageMaker endpoint {self._endpoint} is {status}: it does not serve")
         if None in self._limits_override:
@@ -165,7 +117,6 @@ class SageMakerBackend:
         where = {"region_name": self._region, "endpoint_url": self._endpoint_url}
         self._runtime = session.client("sagemaker-runtime", **where, config=self._config)  # type: ignore[call-overload]
         self._control = session.client("sagemaker", **where, config=self._config)  # type: ignore[call-overload]
-        self._info = replace(self._info, extra={**self._info.extra, "region": self._runtime.meta.region_name or ""})
         if self._tokenizer_path:
             from tokenizers import Tokenizer
 
@@ -177,7 +128,7 @@ class SageMakerBackend:
     def _apply_deployed_limits(self) -> None:
         """Limits from the deployed container's environment, where no explicit setting overrides them."""
         try:
-            source, deployed = self._deployed_limits()
+            source, deployed = deployed_limits(self._control, self._endpoint, self._component)
         except Exception as exc:  # a missing permission must not keep the service from serving
             log.warning("cannot read the SageMaker deployment's token limits, using the settings: %s", exc)
             source, deployed = "settings (deployment not readable)", (None, None)
@@ -188,78 +139,19 @@ class SageMakerBackend:
         max_total = override[1] or deployed[1] or self._info.max_total_tokens
         if override != (None, None):
             source = f"{source}, overridden by settings"
-        extra = {**self._info.extra, "limits_from": source}
-        self._info = replace(self._info, max_input_tokens=max_input, max_total_tokens=max_total, extra=extra)
-        log.info("SageMaker token limits", extra={"max_input_tokens": max_input, "max_total_tokens": max_total})
-
-    def _deployed_limits(self) -> tuple[str, tuple[int | None, int | None]]:
-        """(where from, (max input, max total)) as the TGI container was deployed; the smallest over variants."""
-        envs: list[dict[str, str]] = []
-        if self._component:
-            spec = self._control.describe_inference_component(InferenceComponentName=self._component)["Specification"]
-            models = [spec["ModelName"]] if spec.get("ModelName") else []
-            inline = (spec.get("Container") or {}).get("Environment") or {}
-        else:
-            config = self._control.describe_endpoint(EndpointName=self._endpoint)["EndpointConfigName"]
-            variants = self._control.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
-            models = [v["ModelName"] for v in variants if v.get("ModelName")]
-            inline = {}
-        for name in models:
-            model = self._control.describe_model(ModelName=name)
-            env: dict[str, str] = {}
-            for container in [model.get("PrimaryContainer") or {}, *(model.get("Containers") or [])]:
-                env |= container.get("Environment") or {}
-            envs.append(env | inline)
-        if not models and inline:
-            envs.append(inline)
-        inputs = [n for e in envs if (n := _env_int(e, "MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH")) is not None]
-        totals = [n for e in envs if (n := _env_int(e, "MAX_TOTAL_TOKENS")) is not None]
-        source = f"deployed model {', '.join(models)}" if models else "deployed component"
-        return source, (min(inputs, default=None), min(totals, default=None))
-
-    async def _endpoint_status(self) -> EndpointStatus:
-        """The endpoint's (and component's) status: reused for status_ttl_s, one DescribeEndpoint at a time.
-
-        Throttling keeps the last answer: every replica polls the same account-wide API, and taking the
-        tier out of service because the control plane is busy would turn a throttle into an outage.
-        """
-        if time.monotonic() - self._status_at < self._status_ttl_s:
-            if self._status_error is not None:
-                raise self._status_error
-            if self._status is not None:
-                return self._status
-        if self._status_call is None:
-            self._status_call = asyncio.create_task(self._refresh_status())
-            self._status_call.add_done_callback(_retrieve)
-        # Shielded: a caller's timeout or cancel must not cancel the call the others wait on.
-        return await asyncio.shield(self._status_call)
-
-    async def _refresh_status(self) -> EndpointStatus:
-        def describe() -> EndpointStatus:
-            endpoint = str(self._control.describe_endpoint(EndpointName=self._endpoint)["EndpointStatus"])
-            if not self._component:
-                return EndpointStatus(endpoint)
-            component = self._control.describe_inference_component(InferenceComponentName=self._component)
-            return EndpointStatus(endpoint, str(component["InferenceComponentStatus"]))
-
-        try:
-            status = await asyncio.to_thread(describe)
-            self._status, self._status_error = status, None
-            return status
-        except Exception as exc:
-            error = _map_error(exc, self._endpoint)
-            if isinstance(error, Overloaded) and self._status is not None:
-                log.warning("DescribeEndpoint throttled, keeping the last status %s: %s", self._status, error)
-                return self._status
-            self._status_error = error
-            raise error from exc
-        finally:
-            self._status_at = time.monotonic()
-            self._status_call = None
+        self.limits_from = source
+        self._info = replace(self._info, max_input_tokens=max_input, max_total_tokens=max_total)
+        limits = {"max_input_tokens": max_input, "max_total_tokens": max_total, "limits_from": source}
+        log.info("SageMaker token limits", extra=limits)
 
     def info(self) -> ModelInfo:
         """The model and its limits: explicit settings, else the deployed container's, else the fallbacks."""
         return self._info
+
+    @property
+    def region(self) -> str:
+        """The AWS region the clients call ("" before start)."""
+        return (self._runtime.meta.region_name or "") if self._runtime is not None else ""
 
     async def check_health(self) -> bool:
         """True when the endpoint (and component) is in a state that serves; only "started" without checks."""
@@ -268,7 +160,7 @@ class SageMakerBackend:
         if not self._check_status:
             return True
         try:
-            return (await self._endpoint_status()).serving
+            return (await self._statuses.get(self._control)).serving
         except ServiceError as exc:
             log.warning("SageMaker health check failed: %s", exc)
             return False
@@ -320,7 +212,7 @@ class SageMakerBackend:
                 for data in lines.feed(part):
                     if data == "[DONE]":
                         continue
-                    event = _parse_event(data)
+                    event = parse_event(data)
                     if chat is not None:
                         for token in chat.feed(event):
                             yield token
@@ -343,174 +235,3 @@ class SageMakerBackend:
             if client is not None:
                 await asyncio.to_thread(client.close)
         self._runtime = self._control = None
-
-
-class SseLines:
-    """Reassembles SSE `data:` payloads from byte chunks that may cut lines (and UTF-8 characters) anywhere."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        """The `data:` payloads completed by this chunk, in order."""
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        out = []
-        for raw in lines:
-            line = raw.rstrip(b"\r")
-            if line.startswith(b"data:"):
-                out.append(line[5:].decode("utf-8").lstrip(" "))
-        return out
-
-
-class StreamPump:
-    """Runs one blocking streaming invoke on its own thread and hands PayloadPart bytes to the event loop.
-
-    At most `max_buffered` parts wait for the consumer (plus the end marker or an error): the worker takes
-    a credit before handing a part over and the consumer returns it after taking one, so a slow client
-    makes the worker wait instead of buffering the whole generation in memory.
-    """
-
-    def __init__(
-        self, client: Any, call: dict[str, Any], endpoint: str, *, name: str, max_buffered: int = STREAM_BUFFER_PARTS
-    ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._endpoint = endpoint
-        self.max_buffered = max_buffered
-        self.high_water = 0  # the most parts that ever waited in the queue
-        self._room = threading.Semaphore(max_buffered)
-        self._lock = threading.Lock()
-        self._body: Any = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, args=(client, call), name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def buffered(self) -> int:
-        """Items waiting for the consumer now."""
-        return self._queue.qsize()
-
-    def _run(self, client: Any, call: dict[str, Any]) -> None:
-        body = None
-        try:
-            body = client.invoke_endpoint_with_response_stream(**call)["Body"]
-            with self._lock:
-                self._body = body
-                closed = self._closed
-            if closed:
-                return
-            for event in body:
-                part = event.get("PayloadPart")
-                if part is None:
-                    continue
-                self._room.acquire()  # released by the consumer, or by close()
-                if self._closed:
-                    return
-                self._put(part.get("Bytes", b""))
-        except Exception as exc:  # handed to the consumer, unless it has gone
-            if not self._closed:
-                self._put(exc)
-        finally:
-            if body is not None:
-                body.close()
-            self._put(_END)
-
-    def _put(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._enqueue, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
-
-    def _enqueue(self, item: Any) -> None:
-        self._queue.put_nowait(item)
-        if isinstance(item, bytes):
-            self.high_water = max(self.high_water, self._queue.qsize())
-
-    async def parts(self) -> AsyncIterator[bytes]:
-        """PayloadPart bytes as they arrive; boto3 errors come out as service errors."""
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise _map_error(item, self._endpoint) from item
-            self._room.release()
-            yield item
-
-    def close(self) -> None:
-        """Stop the stream: wake the worker's blocked read (or wait for room) and let it close the connection."""
-        with self._lock:
-            self._closed = True
-            body = self._body
-        self._room.release(self.max_buffered)  # a worker waiting for room wakes, sees closed and stops
-        if body is None:
-            return  # still invoking: the worker closes the body as soon as the call returns
-        # botocore's EventStream keeps the urllib3 response in _raw_stream; its shutdown() (urllib3 2.3+)
-        # ends a read blocked in the worker at once, where close() alone waits for the next part.
-        try:
-            body._raw_stream.shutdown()
-        except (AttributeError, ValueError, RuntimeError, OSError):
-            body.close()
-
-
-def _env_int(env: dict[str, str], *names: str) -> int | None:
-    """The first of `names` set in a container environment, as a positive int."""
-    for name in names:
-        try:
-            value = int(env[name])
-        except (KeyError, ValueError):
-            continue
-        if value > 0:
-            return value
-    return None
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Marks a shared task's exception as seen (every waiter may have been cancelled)."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _parse_event(data: str) -> dict[str, Any]:
-    try:
-        event = json.loads(data)
-    except ValueError as exc:
-        raise BackendError(f"the SageMaker endpoint sent a malformed event: {data[:200]!r}") from exc
-    if not isinstance(event, dict):
-        raise BackendError(f"the SageMaker endpoint sent an unexpected event: {data[:200]!r}")
-    if event.get("error") is not None:  # TGI reports errors after the stream started as an SSE event
-        raise error_from_tgi(str(event["error"]), event.get("error_type"))
-    return event
-
-
-def _map_error(exc: BaseException, endpoint: str) -> ServiceError:
-    """The service error for a boto3 / botocore / urllib3 exception."""
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, EventStreamError):  # mid-stream: ModelStreamError, InternalStreamFailure
-        error = exc.response.get("Error", {})
-        return BackendError(f"SageMaker stream failed ({error.get('Code')}): {error.get('Message')}")
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code == "ModelError":  # the TGI container answered an error status: judge by that status
-            original = exc.response.get("OriginalStatusCode")
-            status = original if isinstance(original, int) else 500
-            return error_from_status(status, str(exc.response.get("OriginalMessage") or message))
-        if code.startswith("Validation"):
-            if "not found" in message.lower() or "could not find" in message.lower():
-                return BackendUnavailable(f"SageMaker endpoint {endpoint} not found: {message}")
-            return InvalidArgument({"parameters": message})
-        if status == 429 or "Throttl" in code or code == "TooManyRequestsException":
-            return Overloaded(f"SageMaker is throttling: {message}")
-        if status in (401, 403):  # DescribeEndpoint denied: see check_endpoint_status
-            return BackendUnavailable(f"not allowed to use SageMaker endpoint {endpoint} ({code}): {message}")
-        if status == 503 or code == "ServiceUnavailable":
-            return BackendUnavailable(f"SageMaker endpoint {endpoint} is unavailable ({code}): {message}")
-        return BackendError(f"SageMaker failed ({code}): {message}")
-    if isinstance(exc, BotoCoreError | urllib3.exceptions.HTTPError | OSError):
-        # Refused, timed out, connection dropped mid-stream, no credentials.
-        return BackendUnavailable(f"SageMaker endpoint {endpoint} is unreachable: {exc}")
-    return BackendError(f"SageMaker call failed: {exc!r}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
-from rag_service.llm_client import LlmClient, Prompt
+from rag_service.llm_client import LlmClient
+from rag_service.types import GenerationParameters, Prompt
 
 SYSTEM = (
     "You rewrite search queries. Given a question, write {n} different rephrasings of it that would help "
@@ -39,6 +39,6 @@ async def expand_query(llm: LlmClient, query: str, n: int, *, timeout: float, st
     """n alternative phrasings (fewer when the model gives fewer). Raises on failure: the caller falls back."""
     if n <= 0:
         return []
-    parameters = llm_pb.GenerationParameters(max_new_tokens=40 * n, temperature=0.7, seed=7)
+    parameters = GenerationParameters(max_new_tokens=40 * n, temperature=0.7, seed=7)
     result = await llm.generate(expansion_prompt(query, n, style), parameters, timeout=timeout)
     return parse_expansions(result.text, query, n)

@@ -11,9 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from rag_service.errors import InvalidArgument
-from rag_service.llm_client import Prompt
 from rag_service.pipeline.sources import Source
-from rag_service.types import Author
+from rag_service.types import Author, Prompt
 
 TEMPLATE_VERSION = "twin-v3"
 

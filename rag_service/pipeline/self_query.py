@@ -8,9 +8,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
-from rag_service.llm_client import LlmClient, Prompt
-from rag_service.types import Author
+from rag_service.llm_client import LlmClient
+from rag_service.types import Author, GenerationParameters, Prompt
 
 SYSTEM = (
     "Extract the full name of the person whose opinion or work the question asks about. Answer with the "
@@ -125,6 +124,6 @@ async def extract_author(
         author = resolve_name(person, authors)
         return Named(author) if author else Named(unknown_person=person)
     prompt = Prompt.instruction(SYSTEM, query, style)
-    parameters = llm_pb.GenerationParameters(max_new_tokens=12, temperature=0, stop_sequences=["\n"])
+    parameters = GenerationParameters(max_new_tokens=12, temperature=0, stop_sequences=("\n",))
     result = await llm.generate(prompt, parameters, timeout=timeout)
     return Named(resolve_name(result.text, authors))

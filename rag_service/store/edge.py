@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import qdrant_edge as qe
 
+from rag_service.errors import StoreLocked
 from rag_service.store.base import (
     KEYWORD_INDEXES,
     VECTOR_SIZE,
@@ -21,7 +22,6 @@ from rag_service.store.base import (
     sort_authors,
 )
 from rag_service.types import Author, Chunk, Kind, ScoredChunk, SearchFilter
-from servekit.errors import Unavailable
 
 T = TypeVar("T")
 _MAX_AUTHORS = 100_000
@@ -71,7 +71,7 @@ class EdgeStore:
                     shard = qe.EdgeShard.create(str(path), config)
             except Exception as error:
                 if "WouldBlock" in str(error):  # another process holds the shard's WAL lock
-                    raise Unavailable(
+                    raise StoreLocked(
                         f"the store at {self._root} is open in another process (a running RAG service?)"
                     ) from error
                 raise

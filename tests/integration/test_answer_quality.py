@@ -13,7 +13,7 @@ from llm_service.types import Completion, FinishReason, Request, Token
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from rag_service import convert
-from rag_service.ingest import Ingestor
+from rag_service.ingestor import Ingestor
 from rag_service.pipeline.self_query import SYSTEM as SELF_QUERY_SYSTEM
 from tests.support.llm import running_llm
 from tests.support.rag import corpus, running_rag

@@ -151,15 +151,14 @@ async def test_rag_restart_is_503_at_the_gateway_then_it_serves_again(embedder) 
 async def test_slow_or_failing_opik_never_delays_or_fails_an_answer(
     embedder, monkeypatch: pytest.MonkeyPatch, delay_s: float, status: int | None
 ) -> None:
-    from rag_service.tracing import OpikTracer
+    from rag_service.opik_export import OpikTracer
+    from rag_service.opik_sdk import OpikSettings
 
     with running_fake_opik(delay_s=delay_s, status=status) as opik:
-        monkeypatch.setenv("OPIK_URL_OVERRIDE", opik.url)
-        monkeypatch.setenv("OPIK_API_KEY", "test-key")
-        monkeypatch.setenv("OPIK_WORKSPACE", "default")
         monkeypatch.setenv("OPIK_DEFAULT_FLUSH_TIMEOUT", "1")
         monkeypatch.delenv("OPIK_TRACK_DISABLE", raising=False)
-        tracer = OpikTracer("faults", sample_rate=1.0, buffer_size=2, flush_timeout_s=0.5)
+        settings = OpikSettings(host=opik.url, api_key="test-key", workspace="default", project_name="faults")
+        tracer = OpikTracer(settings, sample_rate=1.0, buffer_size=2, flush_timeout_s=0.5)
         async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder, tracer=tracer) as rag:
             await rag.ingest(DOCS)
             for _ in range(6):  # more than the buffer holds

@@ -13,7 +13,7 @@ from llm_service.backends.echo import EchoBackend
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from rag_service.documents import parse_jsonl
-from rag_service.ingest import Ingestor
+from rag_service.ingestor import Ingestor
 from servekit.errors import error_reason, field_violations
 from servekit.logs import request_id_var, trace_id_var
 from tests.support.llm import running_llm, stopped_producing
@@ -242,14 +242,14 @@ async def test_pre_retrieval_steps_fall_back_when_the_llm_is_down_or_slow(embedd
 
 
 async def test_answers_are_unchanged_when_opik_is_down(embedder, monkeypatch):
-    from rag_service.tracing import OpikTracer
+    from rag_service.opik_export import OpikTracer
+    from rag_service.opik_sdk import OpikSettings
 
-    monkeypatch.setenv("OPIK_URL_OVERRIDE", f"http://127.0.0.1:{free_port()}/api")  # nothing listens there
-    monkeypatch.setenv("OPIK_API_KEY", "test-key")
-    monkeypatch.setenv("OPIK_WORKSPACE", "default")
     monkeypatch.setenv("OPIK_DEFAULT_FLUSH_TIMEOUT", "1")
     monkeypatch.delenv("OPIK_TRACK_DISABLE", raising=False)
-    tracer = OpikTracer("rag-tests", sample_rate=1.0, buffer_size=4, flush_timeout_s=0.5)
+    host = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    settings = OpikSettings(host=host, api_key="test-key", workspace="default", project_name="rag-tests")
+    tracer = OpikTracer(settings, sample_rate=1.0, buffer_size=4, flush_timeout_s=0.5)
     async with running_llm(EchoBackend()) as llm, running_rag(llm.target, embedder, tracer=tracer) as rag:
         await rag.ingest(SUBSET[::9])
         request = pb.AnswerRequest(

@@ -10,6 +10,7 @@ import inspect
 import io
 import json
 import logging
+import os
 import socket
 import ssl
 import subprocess
@@ -33,9 +34,10 @@ from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.llm.v1 import llm_service_pb2_grpc
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from llmtwin.rag.v1 import rag_service_pb2_grpc
+from rag_service.opik_export import OpikTracer
+from rag_service.opik_sdk import OpikSettings
 from rag_service.server import RagServer
 from rag_service.settings import Settings as RagSettings
-from rag_service.tracing import OpikTracer
 from servekit.auth import client_interceptors
 from servekit.errors import error_reason
 from servekit.grpc_app import start_metrics
@@ -179,7 +181,7 @@ async def stack(
             shutdown_grace_s=1,
             shutdown_drain_s=0,
         )
-        tracer = OpikTracer("security-tests", sample_rate=1.0, flush_timeout_s=2.0)
+        tracer = OpikTracer(OpikSettings.from_env(os.environ, "security-tests"), sample_rate=1.0, flush_timeout_s=2.0)
         rag = RagServer(rag_settings, embedder=embedder, tracer=tracer)  # type: ignore[arg-type]
         rag_port = await rag.start()
         stack.push_async_callback(rag.stop)

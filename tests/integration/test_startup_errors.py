@@ -136,6 +136,15 @@ def test_a_bad_client_ca_for_the_next_hop_is_one_line_naming_the_setting(tmp_pat
     assert status == 1
 
 
+def test_a_client_certificate_without_its_key_for_the_next_hop_names_both_settings(pki: Pki) -> None:
+    status, stderr = run_module("rag_service", RAG_LLM_TLS_CERT_FILE=pki.client.cert)
+    assert stderr[-1] == (
+        "rag_service: a client certificate needs its key file too (or neither) "
+        "(RAG_LLM_TLS_CERT_FILE, RAG_LLM_TLS_KEY_FILE)"
+    )
+    assert status == 1
+
+
 def test_a_store_held_by_another_process_is_one_line_naming_the_setting(tmp_path: Path) -> None:
     store = EdgeStore(tmp_path / "qdrant")  # as a running RAG service holds it: the shards' WAL locks
     asyncio.run(store.ensure_collections())

@@ -1,7 +1,8 @@
 """A loopback stand-in for the Opik backend that speaks its REST routes and records what the SDK sends.
 
-The real `opik` SDK is pointed at it with ``OPIK_URL_OVERRIDE=<FakeOpik.url>`` (the base already ends in
-``/api``, as a self-hosted Opik's does). Routes answered like the real server:
+The real `opik` SDK is pointed at it with ``OpikSettings(host=<FakeOpik.url>)`` or, through ``make_tracer``,
+``OPIK_URL_OVERRIDE=<FakeOpik.url>`` (the base already ends in ``/api``, as a self-hosted Opik's does).
+Routes answered like the real server:
 
 - ``GET  /api/is-alive/ping``              → 200 ``{"healthy": true}`` (the SDK's connection monitor)
 - ``POST /api/v1/private/traces/batch``    → 204, body ``{"traces": [...]}`` (gzip when large)
@@ -52,7 +53,7 @@ class FakeOpik:
 
     @property
     def url(self) -> str:
-        """The base URL to give the SDK as ``OPIK_URL_OVERRIDE``."""
+        """The base URL to give the SDK as its host (``OPIK_URL_OVERRIDE``)."""
         return f"http://127.0.0.1:{self.port}{_API}"
 
     @property

@@ -289,7 +289,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
             return
         try:
             convert.query_and_options(request.query, request.options, self.validate)
-            convert.check_parameters(request.parameters)
+            convert.parameters_from_proto(request.parameters)
         except ServiceError as error:
             self.rejected += 1
             await context.abort_with_status(to_status(error, DOMAIN))

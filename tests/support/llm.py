@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -15,6 +16,7 @@ from llm_service.server import LlmServer
 from llm_service.settings import Settings
 from llmtwin.llm.v1 import llm_service_pb2_grpc
 from servekit.admission import Admission
+from servekit.service import GrpcService
 
 
 @dataclass
@@ -39,10 +41,17 @@ async def running_llm(backend: Backend | None = None, **overrides: object) -> As
         port=0, metrics_port=0, health_interval_s=0.2, shutdown_grace_s=2, shutdown_drain_s=0, **overrides
     )
     server = LlmServer(settings, backend)
+    async with serving(server) as (port, channel):
+        yield RunningLlm(server, port, channel, llm_service_pb2_grpc.LlmServiceStub(channel))
+
+
+@asynccontextmanager
+async def serving(server: GrpcService[Any]) -> AsyncIterator[tuple[int, grpc.aio.Channel]]:
+    """Starts `server`; yields its port and a plaintext channel to it, closed (and the server stopped) on exit."""
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield RunningLlm(server, port, channel, llm_service_pb2_grpc.LlmServiceStub(channel))
+        yield port, channel
     finally:
         await channel.close()
         await server.stop()

@@ -16,6 +16,7 @@ from rag_service.embedding import Embedder
 from rag_service.server import RagServer
 from rag_service.settings import Settings
 from rag_service.tracing import Tracer
+from tests.support.llm import serving
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus.jsonl"
 KINDS = {"article": pb.CONTENT_KIND_ARTICLE, "post": pb.CONTENT_KIND_POST, "repository": pb.CONTENT_KIND_REPOSITORY}
@@ -72,10 +73,5 @@ async def running_rag(
         "shutdown_grace_s": 2,
     }
     server = RagServer(Settings(**(options | overrides)), embedder=embedder, tracer=tracer)  # type: ignore[arg-type]
-    port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serving(server) as (port, channel):
         yield RunningRag(server, port, channel, rag_service_pb2_grpc.RagServiceStub(channel))
-    finally:
-        await channel.close()
-        await server.stop()

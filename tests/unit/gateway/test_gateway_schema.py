@@ -15,8 +15,8 @@ import httpx
 from gateway.app import create_app
 from gateway.models import DEFAULT_MAX_QUERY_CHARS, MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, NOT_BLANK_PATTERN
 from gateway.settings import Settings
-from rag_service import llm_client
 from rag_service.settings import Settings as RagSettings
+from servekit import limits
 from tests.support.fake_rag import FakeRag, serve_fake_rag
 from tests.support.gateway import serving_gateway
 
@@ -64,7 +64,7 @@ def test_the_schema_states_the_query_rules_and_the_contract_ranges() -> None:
 
 def test_the_limits_are_the_rag_service_ones() -> None:
     assert DEFAULT_MAX_QUERY_CHARS == RagSettings().max_query_chars == Settings().max_query_chars
-    assert (MAX_STOP_SEQUENCES, MAX_STOP_LENGTH) == (llm_client.MAX_STOP_SEQUENCES, llm_client.MAX_STOP_LENGTH)
+    assert (MAX_STOP_SEQUENCES, MAX_STOP_LENGTH) == (limits.MAX_STOP_SEQUENCES, limits.MAX_STOP_LENGTH)
 
 
 def test_not_blank_is_what_python_strips() -> None:

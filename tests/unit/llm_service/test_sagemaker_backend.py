@@ -16,7 +16,8 @@ from tokenizers.pre_tokenizers import Whitespace
 
 from llm_service.backends.base import Backend
 from llm_service.backends.factory import make_backend
-from llm_service.backends.sagemaker import SageMakerBackend, SseLines, StreamPump
+from llm_service.backends.sagemaker import SageMakerBackend
+from llm_service.backends.sagemaker_stream import SseLines, StreamPump
 from llm_service.deploy.config import DeploySettings
 from llm_service.deploy.plan import container_env
 from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument, Overloaded
@@ -87,8 +88,8 @@ async def test_start_reads_the_region_and_the_deployed_limits(backend: SageMaker
     info = backend.info()
     assert (info.model_id, info.backend) == (ENDPOINT, "sagemaker")
     assert (info.max_input_tokens, info.max_total_tokens) == (1024, 2048)  # the fake container's env
-    assert info.extra["region"] == "eu-central-1"
-    assert info.extra["limits_from"] == f"deployed model {ENDPOINT}-model"
+    assert backend.region == "eu-central-1"
+    assert backend.limits_from == f"deployed model {ENDPOINT}-model"
     assert await backend.check_health()
 
 
@@ -201,7 +202,7 @@ async def test_limits_are_the_ones_the_endpoint_was_deployed_with(
         info = b.info()
         assert (info.max_input_tokens, info.max_total_tokens) == (4096, 8192)
         model = f"{component}-model" if component else f"{ENDPOINT}-model"
-        assert info.extra["limits_from"] == f"deployed model {model}"
+        assert b.limits_from == f"deployed model {model}"
         assert sagemaker.control_calls["DescribeModel"] == 1
         if component is None:
             assert sagemaker.control_calls["DescribeEndpointConfig"] == 1
@@ -254,7 +255,7 @@ async def test_limits_fall_back_to_the_settings(sagemaker: FakeSageMaker, missin
     try:
         assert (b.info().max_input_tokens, b.info().max_total_tokens) == (1500, 3000)
         reason = "deployment not readable" if missing == "denied" else f"deployed model {ENDPOINT}-model sets no limits"
-        assert b.info().extra["limits_from"] == f"settings ({reason})"
+        assert b.limits_from == f"settings ({reason})"
         assert await b.check_health()
     finally:
         await b.aclose()

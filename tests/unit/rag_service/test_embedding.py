@@ -6,10 +6,12 @@ import asyncio
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from rag_service.embedding import Embedder
+from rag_service.embedding import Embedder, model_path
+from rag_service.onnx_model import ensure_exported, exported_path
 
 SENTENCES = [
     "Vector databases index embeddings for similarity search.",
@@ -143,3 +145,28 @@ async def test_the_batching_queue_is_bounded_and_waiting_callers_still_get_their
         assert [round(x, 4) for x in results[17][1]] == [round(x, 4) for x in alone[1]]
     finally:
         bounded.close()
+
+
+async def test_onnx_runtime_gives_the_vectors_of_sentence_transformers_on_torch(tmp_path: Path) -> None:
+    onnx = Embedder(threads=1, batching=False, runtime="onnx", cache_dir=tmp_path)
+    torch = Embedder(threads=1, batching=False, runtime="torch")
+    try:
+        texts = [*SENTENCES, "short", "a much longer sentence " * 80]  # the last is cut at 256 tokens by both
+        got, expected = await onnx.embed(texts), await torch.embed(texts)
+        assert [round(cosine(a, b), 4) for a, b in zip(got, expected, strict=True)] == [1.0] * len(texts)
+    finally:
+        onnx.close()
+        torch.close()
+
+
+def test_the_export_is_cached_under_a_name_derived_from_the_weights(tmp_path: Path) -> None:
+    path = ensure_exported(model_path(), tmp_path)
+    written = path.stat().st_mtime_ns
+    assert ensure_exported(model_path(), tmp_path) == path == exported_path(model_path(), tmp_path)
+    assert path.stat().st_mtime_ns == written  # not exported again
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_an_unknown_runtime_is_refused() -> None:
+    with pytest.raises(ValueError, match="onnx or torch"):
+        Embedder(runtime="tensorflow")

@@ -12,7 +12,8 @@ import pytest
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc
 from rag_service.embedding import Embedder
-from rag_service.ingest import Ingestor, ingest_lines, main, store_options_from_env
+from rag_service.ingest import IngestSettings, ingest_lines, main
+from rag_service.ingestor import Ingestor
 from rag_service.store.edge import EdgeStore
 from rag_service.types import Document, Kind, SearchFilter
 
@@ -120,8 +121,8 @@ LINES = jsonl(GOOD, "{broken", {**GOOD, "id": "g-2", "kind": "tweet"}, "", {**GO
 
 
 async def test_direct_mode_writes_valid_lines_and_reports_bad_ones(data_dir: Path, embedder: Embedder) -> None:
-    env = {"RAG_QDRANT_PATH": str(data_dir / "q")}
-    report, how = await ingest_lines(LINES, direct=True, env=env)
+    settings = IngestSettings(qdrant_path=str(data_dir / "q"))
+    report, how = await ingest_lines(LINES, direct=True, settings=settings)
     assert (report.documents_written, report.chunks_written) == (2, 2)
     assert [(n, i) for n, i, _ in report.rejected] == [(2, ""), (3, "g-2")]
     assert how == f"directly into the edge store at {data_dir / 'q'}"
@@ -197,14 +198,17 @@ def test_the_cli_falls_back_to_the_store_when_no_service_answers(
     assert "line 2: invalid JSON" in err and "line 3 (g-2): kind: must be one of" in err
 
 
-def test_store_options_come_from_the_environment() -> None:
-    options = store_options_from_env(
-        {"RAG_STORE_BACKEND": "client", "RAG_QDRANT_URL": "http://q:6333", "RAG_QDRANT_API_KEY": "k"}
-    )
+def test_store_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RAG_STORE_BACKEND", "RAG_QDRANT_PATH", "RAG_QDRANT_URL", "RAG_QDRANT_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert IngestSettings().store_options().backend == "edge"
+    environment = {"RAG_STORE_BACKEND": "client", "RAG_QDRANT_URL": "http://q:6333", "RAG_QDRANT_API_KEY": "k"}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    options = IngestSettings().store_options()
     assert (options.backend, options.path, options.url, options.api_key) == (
         "client",
         "var/qdrant",
         "http://q:6333",
         "k",
     )
-    assert store_options_from_env({}).backend == "edge"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rag_service.errors import InvalidArgument
-from rag_service.llm_client import Prompt
 from rag_service.pipeline.expand import parse_expansions
 from rag_service.pipeline.prompt import SYSTEM, fit_prompt, render
 from rag_service.pipeline.rerank import MmrReranker, VectorOrder
 from rag_service.pipeline.search import SearchRun, dedupe
 from rag_service.pipeline.self_query import match_author, mentions_a_name, person_asked_about, resolve_name
 from rag_service.pipeline.sources import Source, group_by_document
-from rag_service.types import Author, Chunk, Kind, ScoredChunk
+from rag_service.types import Author, Chunk, Kind, Prompt, ScoredChunk
 
 AUTHORS = [
     Author("elena-varga", "Elena Varga"),

@@ -1,24 +1,29 @@
 """Prompt traces: recorded cheaply in the request path, exported to Opik by the real SDK off it.
 
-Opik here is a loopback FakeOpik speaking Opik's REST routes; the SDK is pointed at it with its own env vars.
+Opik here is a loopback FakeOpik speaking Opik's REST routes; the SDK's client is pointed at it explicitly
+(OpikSettings), and its process-wide knobs come from its own env vars.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
 
-from rag_service.tracing import NoopTracer, OpikTracer, TraceRecorder, make_tracer
+from rag_service.opik_export import OpikTracer, make_tracer
+from rag_service.opik_sdk import OpikSettings
+from rag_service.tracing import NoopTracer, TraceRecorder, tick
 from tests.support.fake_opik import FakeOpik, running_fake_opik
 
-SetOpikEnv = Callable[[str], None]
+SetOpikEnv = Callable[[str], OpikSettings]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,9 +39,10 @@ def opik_sdk_imported() -> Iterator[None]:
 
 @pytest.fixture
 def opik_env(monkeypatch: pytest.MonkeyPatch) -> SetOpikEnv:
-    """Configure the SDK, through its own environment variables, to talk to the given base URL."""
+    """Configure the SDK, through its own environment variables, to talk to the given base URL; returns the
+    client settings ``make_tracer`` reads from them."""
 
-    def configure(url: str) -> None:
+    def configure(url: str) -> OpikSettings:
         monkeypatch.setenv("OPIK_URL_OVERRIDE", url)
         monkeypatch.setenv("OPIK_WORKSPACE", "default")
         monkeypatch.setenv("OPIK_API_KEY", "test-key")
@@ -46,6 +52,7 @@ def opik_env(monkeypatch: pytest.MonkeyPatch) -> SetOpikEnv:
         monkeypatch.setenv("OPIK_BACKGROUND_WORKERS", "1")
         monkeypatch.setenv("OPIK_DEFAULT_FLUSH_TIMEOUT", "1")
         monkeypatch.delenv("OPIK_TRACK_DISABLE", raising=False)  # the suite's conftest turns tracing off
+        return OpikSettings.from_env(os.environ)
 
     return configure
 
@@ -75,18 +82,26 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     return True
 
 
+def accounted(tracer: OpikTracer) -> int:
+    """Traces the tracer has settled: sent, failed or dropped."""
+    stats = tracer.stats()
+    return stats["sent"] + stats["failed"] + stats["dropped"]
+
+
 def recorded_answer(request_id: str = "req-1") -> TraceRecorder:
-    """A trace shaped like one RAG answer."""
+    """A trace shaped like one RAG answer, recorded as the pipeline records it."""
     rec = TraceRecorder(request_id, "what is RAG?", {"embedding_model": "all-MiniLM-L6-v2", "llm_model": "smol"})
-    with rec.span("expand", input={"query": "what is RAG?"}) as s:
-        s.set_output({"queries": ["what is RAG?", "explain retrieval augmented generation"]})
-    t0 = time.perf_counter()
+    t0 = tick()
+    queries = ["what is RAG?", "explain retrieval augmented generation"]
+    rec.add_span("expand", t0, tick(), {"query": "what is RAG?"}, {"queries": queries})
+    t0 = tick()
     rec.add_span("search:article:0", t0, t0 + 0.004, output={"hits": 3, "top_scores": [0.9, 0.8]})
-    with rec.span("rerank", input={"candidates": 6}, metadata={"reranker": "cosine"}) as parent:
-        with rec.span("score", parent=parent.span_id) as child:
-            child.set_output({"n": 6})
-        parent.set_output({"kept": [{"id": "c1", "score": 0.9}]})
-    t1 = time.perf_counter()
+    t0 = tick()
+    rerank = rec.add_span(
+        "rerank", t0, tick(), {"candidates": 6}, {"kept": [{"id": "c1", "score": 0.9}]}, {"reranker": "cosine"}
+    )
+    rec.add_span("score", t0, tick(), output={"n": 6}, parent=rerank)
+    t1 = tick()
     rec.add_span(
         "generate",
         t1,
@@ -114,39 +129,41 @@ def test_recorder_owns_a_uuid_v7_trace_id_and_records_the_answer() -> None:
     assert record.output == {"answer": "RAG is ..."}
     assert record.metadata["request_id"] == "req-1"
     assert record.metadata["prompt_template_version"] == "v1"
-    assert [s.name for s in record.spans] == ["expand", "search:article:0", "score", "rerank", "generate"]
+    assert [s.name for s in record.spans] == ["expand", "search:article:0", "rerank", "score", "generate"]
     assert all(uuid.UUID(s.span_id).version == 7 for s in record.spans)
 
 
 def test_explicit_spans_keep_their_measured_times_and_llm_type() -> None:
     rec = TraceRecorder("r", "q")
-    t0 = time.perf_counter()
+    t0 = tick()
     rec.add_span("generate", t0, t0 + 0.25, model="smol", usage={"prompt_tokens": 1})
     rec.add_span("search:post:1", t0 + 0.1, t0 + 0.15)
     generate, search = rec.finish().spans
 
     assert generate.type == "llm"
     assert search.type == "general"
-    assert generate.duration_s == pytest.approx(0.25, abs=1e-6)
+    assert (generate.end - generate.start).total_seconds() == pytest.approx(0.25, abs=1e-6)
     assert (search.start - generate.start).total_seconds() == pytest.approx(0.1, abs=1e-6)
-    assert rec.timings()["search:post:1"] == pytest.approx(0.05, abs=1e-6)
+    assert (search.end - search.start).total_seconds() == pytest.approx(0.05, abs=1e-6)
 
 
-def test_span_block_records_an_error_and_reraises_it() -> None:
+def test_a_failed_step_records_its_error_on_the_span() -> None:
     rec = TraceRecorder("r", "q")
-    with pytest.raises(RuntimeError, match="store down"), rec.span("search:article:0"):
-        raise RuntimeError("store down")
-    (span,) = rec.finish().spans
+    t0 = tick()
+    rec.add_span("expand", t0, tick(), error=RuntimeError("store down"))
+    rec.add_span("self_query", t0, tick(), error="cancelled")
+    expand, self_query = rec.finish().spans
 
-    assert span.error is not None
-    assert span.error["exception_type"] == "RuntimeError"
-    assert span.error["message"] == "store down"
+    assert expand.error is not None
+    assert expand.error["exception_type"] == "RuntimeError"
+    assert expand.error["message"] == "store down"
+    assert self_query.error == {"exception_type": "Error", "message": "cancelled", "traceback": ""}
 
 
 def test_unsampled_recorder_records_nothing_and_finish_freezes_the_trace() -> None:
     unsampled = TraceRecorder("r", "q", sampled=False)
-    with unsampled.span("expand"):
-        pass
+    t0 = tick()
+    unsampled.add_span("expand", t0, tick())
     assert unsampled.finish().spans == ()
 
     rec = TraceRecorder("r", "q")
@@ -160,8 +177,8 @@ def test_unsampled_recorder_records_nothing_and_finish_freezes_the_trace() -> No
 
 
 def test_submitted_trace_arrives_in_opik_with_its_spans(fake_opik: FakeOpik, opik_env: SetOpikEnv) -> None:
-    opik_env(fake_opik.url)
-    tracer = OpikTracer("rag-tests", sample_rate=1.0, flush_timeout_s=2.0)
+    settings = opik_env(fake_opik.url)
+    tracer = OpikTracer(settings, sample_rate=1.0, flush_timeout_s=2.0)
     rec = recorded_answer()
     tracer.submit(rec)
 
@@ -199,14 +216,14 @@ def test_submitted_trace_arrives_in_opik_with_its_spans(fake_opik: FakeOpik, opi
 
 
 def test_sample_rate_zero_sends_nothing_and_one_sends_everything(fake_opik: FakeOpik, opik_env: SetOpikEnv) -> None:
-    opik_env(fake_opik.url)
-    never = OpikTracer("never", sample_rate=0.0, flush_timeout_s=2.0)
-    always = OpikTracer("always", sample_rate=1.0, flush_timeout_s=2.0)
+    settings = opik_env(fake_opik.url)
+    never = OpikTracer(replace(settings, project_name="never"), sample_rate=0.0, flush_timeout_s=2.0)
+    always = OpikTracer(replace(settings, project_name="always"), sample_rate=1.0, flush_timeout_s=2.0)
     for i in range(5):
         for tracer in (never, always):
             rec = tracer.start_trace(f"req-{i}", "q")
-            with rec.span("expand"):
-                pass
+            t0 = tick()
+            rec.add_span("expand", t0, tick())
             rec.set_output("a")
             tracer.submit(rec)
 
@@ -215,13 +232,12 @@ def test_sample_rate_zero_sends_nothing_and_one_sends_everything(fake_opik: Fake
     always.close()
     assert {t["project_name"] for t in fake_opik.traces} == {"always"}
     assert len(fake_opik.traces) == 5
-    assert (never.sent, always.sent) == (0, 5)
+    assert (never.stats()["sent"], always.stats()["sent"]) == (0, 5)
 
 
 def test_slow_opik_never_blocks_submit_and_a_burst_beyond_the_buffer_is_dropped(opik_env: SetOpikEnv) -> None:
     with running_fake_opik(delay_s=5.0) as slow:
-        opik_env(slow.url)
-        tracer = OpikTracer("rag-tests", sample_rate=1.0, buffer_size=5, flush_timeout_s=0.5)
+        tracer = OpikTracer(opik_env(slow.url), sample_rate=1.0, buffer_size=5, flush_timeout_s=0.5)
         tracer.submit(recorded_answer("first"))
         # From here the export thread waits on Opik's slow answer: the burst below races only that wait.
         assert slow.wait_for_request("/batch")
@@ -234,21 +250,20 @@ def test_slow_opik_never_blocks_submit_and_a_burst_beyond_the_buffer_is_dropped(
 
         assert max(took) < 0.05, f"slowest submit {max(took) * 1e3:.2f} ms"  # a GIL switch, never I/O
         assert statistics.median(took) < 0.001
-        assert tracer.dropped >= 49 - 5  # all but what the buffer holds
+        assert tracer.stats()["dropped"] >= 49 - 5  # all but what the buffer holds
         t0 = time.perf_counter()
         tracer.close()
         assert time.perf_counter() - t0 < 2.0  # bounded: the SDK's own timeouts are 20 s and more
-        assert wait_until(lambda: tracer.sent + tracer.failed + tracer.dropped == 50, 2.0), tracer.stats()
-        assert tracer.sent == 0
+        assert wait_until(lambda: accounted(tracer) == 50, 2.0), tracer.stats()
+        assert tracer.stats()["sent"] == 0
 
 
 def test_opik_down_submit_never_blocks_failures_are_counted_and_close_is_bounded(
     opik_env: SetOpikEnv,
 ) -> None:
-    opik_env(closed_port_url())
-    tracer = OpikTracer("rag-tests", sample_rate=1.0, buffer_size=4, flush_timeout_s=0.5)
+    tracer = OpikTracer(opik_env(closed_port_url()), sample_rate=1.0, buffer_size=4, flush_timeout_s=0.5)
     tracer.submit(recorded_answer("first"))
-    assert wait_until(lambda: tracer.failed >= 1, 3.0), tracer.stats()
+    assert wait_until(lambda: tracer.stats()["failed"] >= 1, 3.0), tracer.stats()
 
     took = []
     for i in range(30):
@@ -261,20 +276,19 @@ def test_opik_down_submit_never_blocks_failures_are_counted_and_close_is_bounded
 
     assert max(took) < 0.05, f"slowest submit {max(took) * 1e3:.2f} ms"  # a GIL switch, never I/O
     assert closed_in < 2.0  # bounded: the SDK's own timeouts are 20 s and more
-    assert tracer.dropped >= 30 - 4 - 1
-    assert tracer.sent == 0
+    assert tracer.stats()["dropped"] >= 30 - 4 - 1
+    assert tracer.stats()["sent"] == 0
     tracer.submit(recorded_answer("after-close"))  # neither raises nor blocks once closed
-    assert wait_until(lambda: tracer.sent + tracer.failed + tracer.dropped == 32, 2.0), tracer.stats()
+    assert wait_until(lambda: accounted(tracer) == 32, 2.0), tracer.stats()
 
 
-async def test_aclose_flushes_off_the_event_loop(fake_opik: FakeOpik, opik_env: SetOpikEnv) -> None:
-    opik_env(fake_opik.url)
+async def test_close_off_the_event_loop_flushes_what_is_queued(fake_opik: FakeOpik, opik_env: SetOpikEnv) -> None:
     # A generous bound: on a loaded CI machine the SDK's first connection alone can take seconds.
-    tracer = OpikTracer("rag-tests", sample_rate=1.0, flush_timeout_s=10.0)
+    tracer = OpikTracer(opik_env(fake_opik.url), sample_rate=1.0, flush_timeout_s=10.0)
     tracer.submit(recorded_answer())
-    await tracer.aclose()
+    await asyncio.to_thread(tracer.close)  # as the server stops it
 
-    assert tracer.sent == 1
+    assert tracer.stats()["sent"] == 1
     assert len(fake_opik.traces) == 1
 
 
@@ -311,6 +325,7 @@ def test_make_tracer_builds_an_opik_tracer_with_quiet_sdk_defaults(
     try:
         assert isinstance(tracer, OpikTracer)
         assert (tracer.sample_rate, tracer.buffer_size) == (0.5, 10)
+        assert tracer.settings == OpikSettings(fake_opik.url, "test-key", "default", "rag-tests")
         assert os.environ["OPIK_SENTRY_ENABLE"] == "false"
         assert os.environ["OPIK_ANALYTICS_ENABLE"] == "false"
         assert os.environ["OPIK_BACKGROUND_WORKERS"] == "1"

@@ -20,6 +20,7 @@ from llmtwin.llm.v1 import llm_service_pb2 as pb
 from llmtwin.llm.v1 import llm_service_pb2_grpc
 from rag_service.errors import ServiceError
 from rag_service.llm_client import LlmClient, Prompt
+from rag_service.types import Generation, GenerationParameters
 from servekit.auth import BearerTokens, Unauthenticated, client_interceptors, server_interceptors
 from servekit.errors import error_reason
 from servekit.tls import open_channel
@@ -134,13 +135,13 @@ async def test_health_and_reflection_stay_open_unless_configured_closed() -> Non
 
 async def test_the_rag_services_llm_client_sends_its_token() -> None:
     prompt = Prompt(messages=(("user", "hello there"),))
-    params = pb.GenerationParameters(max_new_tokens=3)
+    params = GenerationParameters(max_new_tokens=3)
     async with llm_server(auth_tokens=TOKEN, auth_open_health=False) as target:
         client = LlmClient(target, token=SecretStr(TOKEN))
         try:
             assert await client.check_health()
             assert (await client.generate(prompt, params, metadata=(("x-request-id", "r1"),))).text
-            assert [m async for m in client.stream(prompt, params)][-1].HasField("final")
+            assert isinstance([m async for m in client.stream(prompt, params)][-1], Generation)
         finally:
             await client.aclose()
         wrong = LlmClient(target, token=SecretStr("not-it"))
