@@ -163,7 +163,9 @@ async def main() -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-eval-"))
         store = open_store(path=tmp, backend="edge")
         stack.push_async_callback(store.aclose)
-        embedder = await Embedder.open(threads=settings.embedding_threads, batching=True)
+        embedder = await Embedder.open(
+            threads=settings.embedding_threads, batching=True, runtime=settings.embedding_runtime
+        )
         stack.push_async_callback(embedder.aclose)
         await store.ensure_collections()
         t0 = time.perf_counter()

@@ -72,8 +72,8 @@ class Embedder:
         self.runtime = runtime
         self._model: Any = None
         self._onnx: OnnxEncoder | None = None
-        if runtime == "onnx":
-            path = ensure_exported(model_path(), cache_dir or default_cache_dir())
+        if runtime in ("onnx", "onnx-int8"):
+            path = ensure_exported(model_path(), cache_dir or default_cache_dir(), int8=runtime == "onnx-int8")
             self._onnx = OnnxEncoder(path, self._tokenizer, threads=threads, max_tokens=MAX_TOKENS)
         elif runtime == "torch":
             import torch
@@ -85,7 +85,7 @@ class Embedder:
             transformers.logging.disable_progress_bar()
             self._model = SentenceTransformer(str(model_path()), device="cpu")
         else:
-            raise ValueError(f"unknown embedding runtime {runtime!r} (onnx or torch)")
+            raise ValueError(f"unknown embedding runtime {runtime!r} (onnx, onnx-int8 or torch)")
         self._batching = batching
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000

