@@ -13,8 +13,11 @@ Runs, in one go and on the same machine (the services as processes, this process
       is the prompt's prefill. The direct prompt's first letter is lowercased so that llama.cpp's prompt
       cache cannot serve it from the RAG call that just ran (same length within a token; checked).
 
+  (d) the embedding runtimes (RAG_EMBEDDING_RUNTIME: torch, onnx, onnx-int8) side by side: raw rate and
+      Retrieve at 32 clients, each on a fresh RAG service over the same store.
+
     .venv/bin/python bench/rag_bench.py [--duration 5] [--levels 1,8,32,64] [--answers 40]
-        [--embedded-answers 8] [--llm-threads 1] [--skip-embedded]
+        [--embedded-answers 8] [--llm-threads 1] [--skip-embedded] [--runtimes torch,onnx]
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ def spawn_llm(backend: str, logs: Path, threads: int) -> Service:
     return spawn("llm_service", env, logs / f"rag-bench-llm-{backend}.log")
 
 
-def spawn_rag(llm: Service, store: str, batching: bool, logs: Path) -> Service:
-    """The RAG service on the embedded edge store at `store`, tracing off."""
+def spawn_rag(llm: Service, store: str, batching: bool, logs: Path, runtime: str = "onnx") -> Service:
+    """The RAG service on the embedded edge store at `store`, tracing off, embeddings on `runtime`."""
     env = {
+        "RAG_EMBEDDING_RUNTIME": runtime,
         "RAG_LLM_TARGET": llm.target,
         "RAG_STORE_BACKEND": "edge",
         "RAG_QDRANT_PATH": store,
@@ -63,7 +67,7 @@ def spawn_rag(llm: Service, store: str, batching: bool, logs: Path) -> Service:
         "RAG_LOG_LEVEL": "WARNING",
         "OPIK_TRACK_DISABLE": "true",
     }
-    return spawn("rag_service", env, logs / f"rag-bench-rag-{'on' if batching else 'off'}.log")
+    return spawn("rag_service", env, logs / f"rag-bench-rag-{'on' if batching else 'off'}-{runtime}.log")
 
 
 def fast_path_queries(questions: list[dict[str, str]], authors: list[Author]) -> list[str]:
@@ -76,11 +80,11 @@ def fast_path_queries(questions: list[dict[str, str]], authors: list[Author]) ->
 # ---- (a) the embedding ceiling ---------------------------------------------------------------------
 
 
-async def raw_embedding_rate(queries: list[str], duration: float) -> float:
+async def raw_embedding_rate(queries: list[str], duration: float, runtime: str = "onnx") -> float:
     """Queries/s of Embedder.embed on batches of 32 single queries, one thread, no other load from us."""
     from rag_service.embedding import Embedder
 
-    embedder = await Embedder.open(threads=1, batching=False, max_batch=BATCH)
+    embedder = await Embedder.open(threads=1, batching=False, max_batch=BATCH, runtime=runtime)
     try:
         batches = [[queries[(i + j) % len(queries)] for j in range(BATCH)] for i in range(len(queries))]
         for batch in batches[:3]:
@@ -162,7 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedded-answers", type=int, default=8, help="AnswerStreams with the embedded LLM")
     parser.add_argument("--llm-threads", type=int, default=1, help="LLM_N_THREADS of the embedded LLM")
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument(
+        "--runtimes", default="torch,onnx", help="(d): embedding runtimes compared at 32 clients (first: the base)"
+    )
     return parser
+
+
+async def compare_runtimes(
+    llm: Service, store: str, logs: Path, runtimes: list[str], queries: list[str], duration: float
+) -> dict[str, dict[str, float]]:
+    """(d) The embedding runtimes side by side: raw rate, and Retrieve at 32 clients (batching on)."""
+    print("\n(d) embedding runtimes (RAG_EMBEDDING_RUNTIME), Retrieve at 32 clients, batching on")
+    print(f"{'runtime':<10} {'raw q/s':>8} {'q/s':>7} {'vs base':>8} {'p50 ms':>7} {'p99 ms':>7}", flush=True)
+    figures: dict[str, dict[str, float]] = {}
+    for runtime in runtimes:
+        raw = await raw_embedding_rate(queries, duration, runtime)
+        rag = spawn_rag(llm, store, True, logs, runtime)
+        try:
+            level = await retrieve_level(rag, queries, 32, duration)
+        finally:
+            rag.stop()
+        figures[runtime] = {"raw_rate": raw, "rate": level.rate, "p50_ms": level.p50_ms, "p99_ms": level.p99_ms}
+        base = figures[runtimes[0]]["rate"]
+        print(
+            f"{runtime:<10} {raw:>8.0f} {level.rate:>7.1f} {level.rate / base:>7.2f}x {level.p50_ms:>7.1f} "
+            f"{level.p99_ms:>7.1f}",
+            flush=True,
+        )
+    return figures
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -220,6 +251,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             if batching:  # (c) with the echo LLM, on the service as it runs by default
                 ttfts["echo"] = await measure_ttft(rag, llm, all_queries, args.answers, warmup=2)
         rag.stop()
+        runtimes = await compare_runtimes(llm, store, logs, args.runtimes.split(","), queries, args.duration)
         llm.stop()
         if not args.skip_embedded:
             llm = spawn_llm("embedded", logs, args.llm_threads)
@@ -256,6 +288,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             for b, levels_ in results.items()
         },
         "ttft": {name: ttft_summary(measured) for name, measured in ttfts.items()},
+        "runtimes": runtimes,
     }
 
 

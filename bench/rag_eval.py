@@ -11,6 +11,11 @@ and those that do not. A second table has per-step latency (p50/p95 of the timin
 
     .venv/bin/python bench/rag_eval.py [--expansion-sample N] [--cross-encoder PATH_OR_ID]
         [--llm-target HOST:PORT] [--llm-threads 1] [--mmr-diversity X] [--skip-expansion]
+        [--questions data/hard_questions.jsonl] [--modes dense,sparse,hybrid]
+
+--modes compares retrieval modes (dense, sparse = BM25, hybrid = both fused by DBSF): every mode gets the
+baseline (vector order) and the service default (self-query + MMR), named "<mode>: ..."; the first mode also
+gets the other configurations. Without it, everything runs in the service's default mode (RAG_RETRIEVAL_MODE).
 
 Expansion costs ~1.2 s per question with the 135M model on this 2-core machine (the whole run: ~2.5 min,
 ~3.3 min when the machine is busy). --expansion-sample 27 runs the two expansion configurations on 27
@@ -47,6 +52,7 @@ from rag_service.rag import Options, Rag
 from rag_service.settings import Settings
 from rag_service.store import open_store
 from rag_service.tracing import NoopTracer
+from rag_service.types import RetrievalMode
 
 DEPTH = 20  # chunks retrieved per question: enough distinct documents for recall@5 and MRR
 CONTEXT_CHUNKS = 3  # the service's default top_k: what the prompt actually gets
@@ -69,11 +75,18 @@ class Config:
     expand: int = 0
     self_query: bool = False
     reranker: str = "none"  # "none", "mmr" or "cross-encoder"
+    mode: RetrievalMode = RetrievalMode.DENSE
 
 
 async def evaluate(rag: Rag, config: Config, questions: Sequence[Question]) -> list[Outcome]:
     """Runs the questions one at a time (clean per-step latencies) through Rag.retrieve."""
-    options = Options(top_k=DEPTH, expand_queries=config.expand, self_query=config.self_query, rerank=True)
+    options = Options(
+        top_k=DEPTH,
+        expand_queries=config.expand,
+        self_query=config.self_query,
+        rerank=True,
+        retrieval_mode=config.mode,
+    )
     tracer = NoopTracer()
     outcomes = []
     for q in questions:
@@ -145,6 +158,7 @@ async def main() -> int:
     parser.add_argument("--cross-encoder", default="", help="path or id of a cross-encoder to evaluate too")
     parser.add_argument("--llm-target", default="", help="an LLM service to use instead of starting one")
     parser.add_argument("--skip-expansion", action="store_true", help="no expansion configurations")
+    parser.add_argument("--modes", default="", help="retrieval modes to compare, e.g. dense,sparse,hybrid")
     parser.add_argument(
         "--llm-threads", type=int, default=1, help="llama.cpp threads of the started LLM (2 collapses under load)"
     )
@@ -182,23 +196,33 @@ async def main() -> int:
         info = await llm.model_info()
 
         rerankers: dict[str, Reranker] = {"none": VectorOrder(), "mmr": MmrReranker(settings.mmr_diversity)}
+        modes = [RetrievalMode(m.strip()) for m in args.modes.split(",") if m.strip()]
+        mode = modes[0] if modes else RetrievalMode(settings.retrieval_mode)
         configs = [
-            Config("baseline (vector order)"),
-            Config("+ self-query", self_query=True),
-            Config("+ mmr", reranker="mmr"),
-            Config("+ self-query + mmr", self_query=True, reranker="mmr"),
+            Config("baseline (vector order)", mode=mode),
+            Config("+ self-query", self_query=True, mode=mode),
+            Config("+ mmr", reranker="mmr", mode=mode),
+            Config("+ self-query + mmr", self_query=True, reranker="mmr", mode=mode),
         ]
         if args.cross_encoder:
             rerankers["cross-encoder"] = await asyncio.to_thread(CrossEncoderReranker, args.cross_encoder)
             configs += [
-                Config("+ cross-encoder", reranker="cross-encoder"),
-                Config("+ self-query + cross-enc", self_query=True, reranker="cross-encoder"),
+                Config("+ cross-encoder", reranker="cross-encoder", mode=mode),
+                Config("+ self-query + cross-enc", self_query=True, reranker="cross-encoder", mode=mode),
             ]
         if not args.skip_expansion:
             configs += [
-                Config("+ expansion (2)", expand=2),
-                Config("+ all (exp+sq+mmr)", expand=2, self_query=True, reranker="mmr"),
+                Config("+ expansion (2)", expand=2, mode=mode),
+                Config("+ all (exp+sq+mmr)", expand=2, self_query=True, reranker="mmr", mode=mode),
             ]
+        for other in modes[1:]:
+            configs += [
+                Config(f"{other}: baseline", mode=other),
+                Config(f"{other}: sq + mmr", self_query=True, reranker="mmr", mode=other),
+            ]
+            PAIRS.extend(
+                [("baseline (vector order)", f"{other}: baseline"), ("+ self-query + mmr", f"{other}: sq + mmr")]
+            )
         # Rerank is always "on" in Options; the reranker object is what varies (VectorOrder is "none").
         rags = {k: Rag(settings, store, embedder, llm, r, NoopTracer()) for k, r in rerankers.items()}
         subset = sample(questions, args.expansion_sample)
@@ -217,7 +241,7 @@ async def main() -> int:
         f"corpus: {report.documents_written} documents, {report.chunks_written} chunks, ingested in {ingest_s:.1f} s; "
         f"{len(questions)} questions ({sum(1 for q in questions if q.author_id)} name an author); "
         f"LLM: {info.model_id}; top {DEPTH} chunks retrieved, search_limit {settings.search_limit}, "
-        f"mmr_diversity {settings.mmr_diversity}\n"
+        f"mmr_diversity {settings.mmr_diversity}; retrieval mode {mode} unless a row names another\n"
     )
     baseline = results[configs[0].name]
     print(QUALITY_HEADER)

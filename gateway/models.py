@@ -71,6 +71,7 @@ ExpandQueries = Annotated[int, Field(ge=0, le=MAX_EXPAND_QUERIES), BeforeValidat
 SamplingTopK = Annotated[int, Field(ge=0, le=MAX_SAMPLING_TOP_K), BeforeValidator(whole_number)]
 StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH), AfterValidator(encodable)]
 Kind = Literal["article", "post", "repository"]
+RetrievalMode = Literal["dense", "sparse", "hybrid"]
 # Request ids travel as gRPC metadata: printable ASCII only.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -111,6 +112,11 @@ class RetrievalOptions(_Strict):
     rerank: bool | None = None
     author: Text = Field(default="", description="Author id or full name to filter by; it must be in the store.")
     kinds: list[Kind] = Field(default_factory=list)
+    retrieval_mode: RetrievalMode | None = Field(
+        default=None,
+        description="dense (embedding cosine), sparse (BM25) or hybrid (both, DBSF-fused); unset: the RAG service's "
+        "default (RAG_RETRIEVAL_MODE).",
+    )
 
 
 class GenerationParameters(_Strict):
@@ -250,6 +256,8 @@ def answer_request_to_proto(request: AnswerRequest) -> rag_pb2.AnswerRequest:
     """The gRPC AnswerRequest for a JSON one; the request id travels as metadata (gateway.deps.rpc_metadata)."""
     data = request.model_dump(exclude_none=True, exclude={"request_id"})
     data["options"]["kinds"] = [f"CONTENT_KIND_{kind.upper()}" for kind in request.options.kinds]
+    if request.options.retrieval_mode is not None:
+        data["options"]["retrieval_mode"] = f"RETRIEVAL_MODE_{request.options.retrieval_mode.upper()}"
     try:
         return json_format.ParseDict(data, rag_pb2.AnswerRequest())
     except json_format.ParseError as error:

@@ -12,7 +12,7 @@ from rag_service.llm_client import finish_reason_to_proto
 from rag_service.pipeline.sources import Source
 from rag_service.rag import Options, Retrieval
 from rag_service.settings import Settings
-from rag_service.types import Chunk, Document, GenerationParameters, Kind, ScoredChunk
+from rag_service.types import Chunk, Document, GenerationParameters, Kind, RetrievalMode, ScoredChunk
 from servekit.limits import MAX_NEW_TOKENS, MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, sampling_violations
 
 KIND_TO_PB = {
@@ -21,6 +21,11 @@ KIND_TO_PB = {
     Kind.REPOSITORY: pb.CONTENT_KIND_REPOSITORY,
 }
 PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+PB_TO_MODE = {
+    pb.RETRIEVAL_MODE_DENSE: RetrievalMode.DENSE,
+    pb.RETRIEVAL_MODE_SPARSE: RetrievalMode.SPARSE,
+    pb.RETRIEVAL_MODE_HYBRID: RetrievalMode.HYBRID,
+}
 
 
 def query_and_options(query: str, options: pb.RetrievalOptions, settings: Settings) -> tuple[str, Options]:
@@ -42,6 +47,11 @@ def query_and_options(query: str, options: pb.RetrievalOptions, settings: Settin
             violations.append((f"options.kinds[{i}]", "must be CONTENT_KIND_ARTICLE, _POST or _REPOSITORY"))
         else:
             kinds.append(PB_TO_KIND[kind])
+    mode = RetrievalMode(settings.retrieval_mode)
+    if options.retrieval_mode in PB_TO_MODE:
+        mode = PB_TO_MODE[options.retrieval_mode]
+    elif options.retrieval_mode != pb.RETRIEVAL_MODE_UNSPECIFIED:
+        violations.append(("options.retrieval_mode", "must be RETRIEVAL_MODE_DENSE, _SPARSE or _HYBRID"))
     if violations:
         raise InvalidArgument(violations)
     return query.strip(), Options(
@@ -51,6 +61,7 @@ def query_and_options(query: str, options: pb.RetrievalOptions, settings: Settin
         rerank=options.rerank if options.HasField("rerank") else True,
         author=options.author.strip(),
         kinds=tuple(dict.fromkeys(kinds)) or tuple(Kind),
+        retrieval_mode=mode,
     )
 
 

@@ -33,6 +33,7 @@ from rag_service.types import (
     Generation,
     GenerationParameters,
     Kind,
+    RetrievalMode,
     ScoredChunk,
     Usage,
 )
@@ -53,6 +54,7 @@ class Options:
     rerank: bool
     author: str = ""
     kinds: tuple[Kind, ...] = tuple(Kind)
+    retrieval_mode: RetrievalMode = RetrievalMode.DENSE
 
 
 @dataclass(slots=True)
@@ -159,13 +161,19 @@ class Rag:
                 settings.search_limit,
                 author.id if author else None,
                 with_vectors=reranker.name == "mmr",
+                queries=queries,
+                mode=options.retrieval_mode,
             )
         for run in runs:
             rec.add_span(
                 f"search:{run.kind.value}:{run.query_index}",
                 run.start,
                 run.end,
-                {"query": queries[run.query_index], "author_id": author.id if author else None},
+                {
+                    "query": queries[run.query_index],
+                    "author_id": author.id if author else None,
+                    "mode": options.retrieval_mode.value,
+                },
                 {"hits": len(run.hits), "top_scores": [round(h.vector_score, 4) for h in run.hits[:3]]},
             )
         metrics.DOCUMENTS_RETRIEVED.observe(sum(len(r.hits) for r in runs))

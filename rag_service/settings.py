@@ -55,6 +55,13 @@ class Settings(LlmClientTlsSettings, GrpcServerSettings):
     # Retrieval defaults (each overridable per request)
     top_k: int = Field(default=3, ge=1, le=50, description="Context chunks kept after reranking.")
     search_limit: int = Field(default=8, ge=1, description="Hits per (query, collection) search.")
+    retrieval_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        default="dense",
+        description="dense: the embedding's cosine; sparse: BM25; hybrid: both fused by DBSF. Default dense: "
+        "sparse ranks best on both question sets but finds nothing when no word matches (docs/evaluation.md, "
+        "Hybrid search). Collections made before BM25 vectors are searched dense-only until rebuilt "
+        "(python -m rag_service.migrate).",
+    )
     expand_queries: int = Field(
         default=0, ge=0, le=5, description="LLM query expansions by default (docs/evaluation.md)."
     )

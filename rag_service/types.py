@@ -16,6 +16,14 @@ class Kind(StrEnum):
     REPOSITORY = "repository"
 
 
+class RetrievalMode(StrEnum):
+    """How a collection is searched: its dense vectors, its BM25 vectors, or both fused (DBSF)."""
+
+    DENSE = "dense"
+    SPARSE = "sparse"
+    HYBRID = "hybrid"
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     """A source document as ingested."""
@@ -45,7 +53,8 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class ScoredChunk:
-    """A retrieved chunk with its scores; `score` is the ranking score, `vector_score` the cosine similarity."""
+    """A retrieved chunk with its scores; `score` is the ranking score, `vector_score` the search's own score:
+    the cosine similarity (dense), the BM25 score (sparse) or the fused DBSF score (hybrid)."""
 
     chunk: Chunk
     vector_score: float

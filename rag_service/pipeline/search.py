@@ -1,4 +1,5 @@
-"""Retrieval: every query against every collection, concurrently, filtered by author when one is known."""
+"""Retrieval: every query against every collection, concurrently, filtered by author when one is known; dense,
+BM25 or hybrid (both fused) as the request's retrieval mode says."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 from rag_service.store.base import VectorStore
 from rag_service.tracing import Tick, tick
-from rag_service.types import Kind, ScoredChunk, SearchFilter
+from rag_service.types import Kind, RetrievalMode, ScoredChunk, SearchFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +30,19 @@ async def search_all(
     limit: int,
     author_id: str | None,
     with_vectors: bool,
+    *,
+    queries: Sequence[str] = (),
+    mode: RetrievalMode = RetrievalMode.DENSE,
 ) -> list[SearchRun]:
-    """Runs len(vectors) × len(kinds) searches at once."""
+    """Runs len(vectors) × len(kinds) searches at once; `queries` are the texts of the vectors (BM25)."""
     filter = SearchFilter(author_id=author_id) if author_id else None
+    if mode is not RetrievalMode.DENSE and len(queries) != len(vectors):
+        raise ValueError(f"{len(vectors)} query vectors but {len(queries)} query texts")
 
     async def one(i: int, vector: Sequence[float], kind: Kind) -> SearchRun:
         start = tick()
-        hits = await store.search(kind, vector, limit, filter, with_vectors=with_vectors)
+        text = queries[i] if i < len(queries) else ""
+        hits = await store.search(kind, vector, limit, filter, with_vectors=with_vectors, text=text, mode=mode)
         return SearchRun(i, kind, hits, start, tick())
 
     return list(await asyncio.gather(*(one(i, v, k) for i, v in enumerate(vectors) for k in kinds)))

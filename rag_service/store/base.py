@@ -6,20 +6,23 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from rag_service.types import Author, Chunk, Kind, ScoredChunk, SearchFilter
+from rag_service.types import Author, Chunk, Kind, RetrievalMode, ScoredChunk, SearchFilter
 
 VECTOR_SIZE = 384
 # Fixed forever: point ids derive from it, so changing it would duplicate every stored chunk.
 POINT_NAMESPACE = uuid.UUID("6f1d8c2a-3b7e-5a41-9c0d-2e8f4b6a7c19")
 # Payload fields with an index: the author filter, the author list, and per-document deletes.
 KEYWORD_INDEXES = ("author_id", "author_full_name", "document_id")
+# Hybrid search: how much deeper than the answer each of the two prefetches (dense, BM25) goes before fusion.
+PREFETCH_FACTOR = 2
 
 
 class VectorStore(Protocol):
     """Chunks and their vectors, one collection per content kind."""
 
     async def ensure_collections(self) -> None:
-        """Create the missing collections (384-d, cosine) and their payload indexes; idempotent."""
+        """Create the missing collections (384-d cosine dense vectors and BM25 sparse vectors with the IDF
+        modifier) and their payload indexes; idempotent. Existing collections are kept as they are."""
         ...
 
     async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
@@ -37,8 +40,23 @@ class VectorStore(Protocol):
         limit: int,
         filter: SearchFilter | None = None,
         with_vectors: bool = False,
+        *,
+        text: str = "",
+        mode: RetrievalMode = RetrievalMode.DENSE,
     ) -> list[ScoredChunk]:
-        """The nearest chunks of one kind, best first; score and vector_score are the cosine similarity."""
+        """The best chunks of one kind, best first, for the query's `vector` (dense), its `text` (BM25) or both
+        (two prefetches fused by DBSF: each list's scores normalised by its mean and spread, then summed), the
+        filter applied to each; score and vector_score are that search's score. A collection without BM25
+        vectors (made before them) is searched dense-only."""
+        ...
+
+    async def sparse_kinds(self) -> set[Kind]:
+        """The kinds whose collection has BM25 vectors (the others predate them: see add_sparse_vectors)."""
+        ...
+
+    async def add_sparse_vectors(self) -> list[Kind]:
+        """Rebuild every collection without BM25 vectors into one with them, keeping every point, its dense
+        vector and payload (BM25 comes from the stored text: nothing is embedded again); the rebuilt kinds."""
         ...
 
     async def authors(self) -> list[Author]:
@@ -106,6 +124,19 @@ def scored_chunk(payload: Mapping[str, Any], score: float, vector: Sequence[floa
         vector_score=score,
         score=score,
         vector=tuple(vector) if vector is not None else None,
+    )
+
+
+def prefetch_limit(limit: int) -> int:
+    """Hits each prefetch of a hybrid search takes before fusion."""
+    return limit * PREFETCH_FACTOR
+
+
+def dense_only_hint(name: str) -> str:
+    """What the log says when a collection that predates BM25 vectors is asked for a sparse or hybrid search."""
+    return (
+        f"collection {name} has no BM25 vectors (made before hybrid search): searching it dense-only; "
+        "rebuild it with `python -m rag_service.migrate` (keeps every point)"
     )
 
 

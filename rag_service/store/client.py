@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -15,16 +16,24 @@ from rag_service.store.base import (
     KEYWORD_INDEXES,
     VECTOR_SIZE,
     check_upsert,
+    chunk_from_payload,
     chunk_payload,
     collection_name,
+    dense_only_hint,
     point_id,
+    prefetch_limit,
     scored_chunk,
     sort_authors,
 )
-from rag_service.types import Author, Chunk, Kind, ScoredChunk, SearchFilter
+from rag_service.store.bm25 import SPARSE_VECTOR, document_vector, query_vector
+from rag_service.types import Author, Chunk, Kind, RetrievalMode, ScoredChunk, SearchFilter
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MAX_AUTHORS = 100_000
+_COPY_BATCH = 256
+# Distribution-based score fusion: it beat RRF on both question sets (docs/evaluation.md, Hybrid search).
+_FUSION = models.FusionQuery(fusion=models.Fusion.DBSF)
 
 
 class _LoopThread:
@@ -79,6 +88,8 @@ class ClientStore:
         self._shards = shard_number if url else None
         self._replicas = replication_factor if url else None
         self._ready = False
+        self._sparse: set[Kind] = set()  # kinds whose collection has BM25 vectors, as last read
+        self._hinted: set[Kind] = set()
         self._ensure_lock = asyncio.Lock()
         self._closed = False
 
@@ -108,7 +119,8 @@ class ClientStore:
         return collection_name(self._prefix, kind)
 
     async def ensure_collections(self) -> None:
-        """Create the missing collections and, on a server, their payload indexes."""
+        """Create the missing collections (dense and BM25 vectors) and, on a server, their payload indexes; note
+        which existing ones have BM25 vectors."""
         for kind in Kind:
             name = self._name(kind)
             if await self._run(self._client.collection_exists(name)):
@@ -116,16 +128,29 @@ class ClientStore:
                 params = info.config.params.vectors
                 if isinstance(params, models.VectorParams) and params.size != VECTOR_SIZE:
                     raise ValueError(f"collection {name} has vectors of size {params.size}, expected {VECTOR_SIZE}")
+                if SPARSE_VECTOR in (info.config.params.sparse_vectors or {}):
+                    self._sparse.add(kind)
+                else:
+                    self._sparse.discard(kind)
                 continue
-            vectors = models.VectorParams(size=VECTOR_SIZE, distance=models.Distance.COSINE)
-            create = self._client.create_collection(
-                name, vectors_config=vectors, shard_number=self._shards, replication_factor=self._replicas
-            )
-            await self._run(create)
-            if self._server:
-                for field in KEYWORD_INDEXES:
-                    await self._run(self._client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD))
+            await self._create(name)
+            self._sparse.add(kind)
         self._ready = True
+
+    async def _create(self, name: str) -> None:
+        vectors = models.VectorParams(size=VECTOR_SIZE, distance=models.Distance.COSINE)
+        sparse = {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+        create = self._client.create_collection(
+            name,
+            vectors_config=vectors,
+            sparse_vectors_config=sparse,
+            shard_number=self._shards,
+            replication_factor=self._replicas,
+        )
+        await self._run(create)
+        if self._server:
+            for field in KEYWORD_INDEXES:
+                await self._run(self._client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD))
 
     async def _ensure(self) -> None:
         if self._ready:
@@ -140,9 +165,12 @@ class ClientStore:
         await self._ensure()
         by_kind: dict[Kind, list[models.PointStruct]] = {}
         for chunk, vector in zip(chunks, vectors, strict=True):
+            dense = list(vector)
             point = models.PointStruct(
                 id=point_id(chunk.document_id, chunk.chunk_index),
-                vector=list(vector),
+                vector={"": dense, SPARSE_VECTOR: _sparse(*document_vector(chunk.content))}
+                if chunk.kind in self._sparse
+                else dense,
                 payload=chunk_payload(chunk),
             )
             by_kind.setdefault(chunk.kind, []).append(point)
@@ -168,16 +196,38 @@ class ClientStore:
         limit: int,
         filter: SearchFilter | None = None,
         with_vectors: bool = False,
+        *,
+        text: str = "",
+        mode: RetrievalMode = RetrievalMode.DENSE,
     ) -> list[ScoredChunk]:
-        """Nearest chunks of one kind by cosine similarity, optionally restricted to an author."""
+        """Best chunks of one kind: cosine (dense), BM25 (sparse) or both fused by DBSF (hybrid), author-filtered."""
         await self._ensure()
         where = None
         if filter is not None and filter.author_id is not None:
             where = _author_filter(filter.author_id)
+        if mode is not RetrievalMode.DENSE and kind not in self._sparse:
+            if kind not in self._hinted:
+                self._hinted.add(kind)
+                log.warning(dense_only_hint(self._name(kind)))
+            mode = RetrievalMode.DENSE
+        dense = list(vector)
+        query: Any = dense
+        using, prefetch = None, None
+        if mode is RetrievalMode.SPARSE:
+            query, using = _sparse(*query_vector(text)), SPARSE_VECTOR
+        elif mode is RetrievalMode.HYBRID:
+            depth = prefetch_limit(limit)
+            query = _FUSION
+            prefetch = [
+                models.Prefetch(query=dense, limit=depth, filter=where),
+                models.Prefetch(query=_sparse(*query_vector(text)), using=SPARSE_VECTOR, limit=depth, filter=where),
+            ]
         response = await self._run(
             self._client.query_points(
                 self._name(kind),
-                query=list(vector),
+                query=query,
+                using=using,
+                prefetch=prefetch,
                 limit=limit,
                 query_filter=where,
                 with_payload=True,
@@ -185,9 +235,61 @@ class ClientStore:
             )
         )
         return [
-            scored_chunk(hit.payload or {}, hit.score, hit.vector if with_vectors else None)  # type: ignore[arg-type]
+            scored_chunk(hit.payload or {}, hit.score, _dense(hit.vector) if with_vectors else None)
             for hit in response.points
         ]
+
+    async def sparse_kinds(self) -> set[Kind]:
+        """The kinds whose collection has BM25 vectors (read again from the store)."""
+        await self.ensure_collections()
+        return set(self._sparse)
+
+    async def add_sparse_vectors(self) -> list[Kind]:
+        """Rebuild each collection without BM25 vectors through a copy: points (dense vectors and payloads as
+        stored, BM25 from the payload's text) go to `{name}_rebuild`, the collection is re-created with BM25
+        vectors and filled from the copy, then the copy is dropped. Searches of that collection fail in
+        between (UNAVAILABLE): run it before starting the service, or in a quiet moment on a server."""
+        await self.ensure_collections()
+        rebuilt = []
+        for kind in Kind:
+            if kind in self._sparse:
+                continue
+            name = self._name(kind)
+            copy = f"{name}_rebuild"
+            if await self._run(self._client.collection_exists(copy)):  # what an interrupted rebuild left
+                await self._run(self._client.delete_collection(copy))
+            await self._create(copy)
+            await self._copy(name, copy, add_sparse=True)
+            await self._run(self._client.delete_collection(name))
+            await self._create(name)
+            await self._copy(copy, name, add_sparse=False)
+            await self._run(self._client.delete_collection(copy))
+            self._sparse.add(kind)
+            self._hinted.discard(kind)
+            rebuilt.append(kind)
+        return rebuilt
+
+    async def _copy(self, source: str, target: str, *, add_sparse: bool) -> None:
+        offset = None
+        while True:
+            records, offset = await self._run(
+                self._client.scroll(source, limit=_COPY_BATCH, offset=offset, with_payload=True, with_vectors=True)
+            )
+            points = []
+            for r in records:
+                vectors: Any = r.vector
+                if add_sparse:
+                    content = chunk_from_payload(r.payload or {}).content
+                    vectors = {"": _dense(r.vector), SPARSE_VECTOR: _sparse(*document_vector(content))}
+                points.append(models.PointStruct(id=r.id, vector=vectors, payload=r.payload))
+            if points:
+                await self._run(self._client.upsert(target, points=points, wait=True))
+            if offset is None:
+                break
+        copied = (await self._run(self._client.count(target, exact=True))).count
+        total = (await self._run(self._client.count(source, exact=True))).count
+        if copied != total:
+            raise RuntimeError(f"copying {source} to {target} wrote {copied} of {total} points")
 
     async def authors(self) -> list[Author]:
         """Distinct authors: an author_id facet per collection, then one point per new author for its name."""
@@ -240,3 +342,14 @@ class ClientStore:
 
 def _author_filter(author_id: str) -> models.Filter:
     return models.Filter(must=[models.FieldCondition(key="author_id", match=models.MatchValue(value=author_id))])
+
+
+def _sparse(indices: list[int], values: list[float]) -> models.SparseVector:
+    return models.SparseVector(indices=indices, values=values)
+
+
+def _dense(vector: Any) -> list[float] | None:
+    """The dense vector of a point: the unnamed one when it has named vectors too."""
+    if isinstance(vector, dict):
+        return vector.get("")  # type: ignore[no-any-return]
+    return vector  # type: ignore[no-any-return]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import qdrant_edge as qe
 
@@ -15,16 +18,22 @@ from rag_service.store.base import (
     KEYWORD_INDEXES,
     VECTOR_SIZE,
     check_upsert,
+    chunk_from_payload,
     chunk_payload,
     collection_name,
+    dense_only_hint,
     point_id,
+    prefetch_limit,
     scored_chunk,
     sort_authors,
 )
-from rag_service.types import Author, Chunk, Kind, ScoredChunk, SearchFilter
+from rag_service.store.bm25 import SPARSE_VECTOR, document_vector, query_vector
+from rag_service.types import Author, Chunk, Kind, RetrievalMode, ScoredChunk, SearchFilter
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MAX_AUTHORS = 100_000
+_COPY_BATCH = 256
 
 
 class EdgeStore:
@@ -35,6 +44,8 @@ class EdgeStore:
         self._prefix = collection_prefix
         self._search_threads = search_threads
         self._shards: dict[Kind, qe.EdgeShard] = {}
+        self._sparse: set[Kind] = set()  # kinds whose shard has BM25 vectors
+        self._hinted: set[Kind] = set()
         # One worker thread: the engine is called synchronously, and a single caller keeps it single-writer.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._closed = False
@@ -53,11 +64,15 @@ class EdgeStore:
         """Open or create a shard per kind, with its payload indexes."""
         await self._run(self._open_all)
 
-    def _open_all(self) -> None:
-        config = qe.EdgeConfig(
+    def _config(self, sparse: bool) -> qe.EdgeConfig:
+        # Without sparse_vectors, `load` inherits what the shard has (a shard made before BM25 has none).
+        return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=VECTOR_SIZE, distance=qe.Distance.Cosine),
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None,
             max_search_threads=self._search_threads,
         )
+
+    def _open_all(self) -> None:
         for kind in Kind:
             if kind in self._shards:
                 continue
@@ -65,10 +80,10 @@ class EdgeStore:
             try:
                 # `load` with the config also checks that an existing shard has the same vector size.
                 if (path / "edge_config.json").exists():
-                    shard = qe.EdgeShard.load(str(path), config)
+                    shard = qe.EdgeShard.load(str(path), self._config(sparse=False))
                 else:
                     path.mkdir(parents=True, exist_ok=True)
-                    shard = qe.EdgeShard.create(str(path), config)
+                    shard = qe.EdgeShard.create(str(path), self._config(sparse=True))
             except Exception as error:
                 if "WouldBlock" in str(error):  # another process holds the shard's WAL lock
                     raise StoreLocked(
@@ -80,6 +95,8 @@ class EdgeStore:
                 if field not in indexed:
                     shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
             self._shards[kind] = shard
+            if _has_sparse(path):
+                self._sparse.add(kind)
 
     async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
         """Write chunks with their vectors; a chunk already stored is overwritten."""
@@ -87,7 +104,14 @@ class EdgeStore:
         shards = await self._ready()
         by_kind: dict[Kind, list[qe.Point]] = {}
         for chunk, vector in zip(chunks, vectors, strict=True):
-            point = qe.Point(point_id(chunk.document_id, chunk.chunk_index), list(vector), chunk_payload(chunk))
+            dense = list(vector)
+            point = qe.Point(
+                point_id(chunk.document_id, chunk.chunk_index),
+                {"": dense, SPARSE_VECTOR: _sparse(*document_vector(chunk.content))}
+                if chunk.kind in self._sparse
+                else dense,
+                chunk_payload(chunk),
+            )
             by_kind.setdefault(chunk.kind, []).append(point)
 
         def write() -> None:
@@ -116,24 +140,106 @@ class EdgeStore:
         limit: int,
         filter: SearchFilter | None = None,
         with_vectors: bool = False,
+        *,
+        text: str = "",
+        mode: RetrievalMode = RetrievalMode.DENSE,
     ) -> list[ScoredChunk]:
-        """Nearest chunks of one kind by cosine similarity, optionally restricted to an author."""
+        """Best chunks of one kind: cosine (dense), BM25 (sparse) or both fused by DBSF (hybrid), author-filtered."""
         shard = (await self._ready())[kind]
         where = None
         if filter is not None and filter.author_id is not None:
             where = qe.Filter(must=[qe.FieldCondition("author_id", match=qe.MatchValue(filter.author_id))])
+        if mode is not RetrievalMode.DENSE and kind not in self._sparse:
+            if kind not in self._hinted:
+                self._hinted.add(kind)
+                log.warning(dense_only_hint(collection_name(self._prefix, kind)))
+            mode = RetrievalMode.DENSE
+        dense = qe.Query.Nearest(list(vector))
+        if mode is RetrievalMode.DENSE:
+            query: Any = dense  # the stubs type Fusion.Dbsf as a Fusion only
+            prefetches = None
+        else:
+            sparse = qe.Query.Nearest(_sparse(*query_vector(text)), using=SPARSE_VECTOR)
+            if mode is RetrievalMode.SPARSE:
+                query, prefetches = sparse, None
+            else:
+                # Each prefetch goes deeper than the answer, so that a chunk second in one list can still win.
+                depth = prefetch_limit(limit)
+                # DBSF, not RRF: rank-only RRF scores tie across collections and lost on both question sets.
+                query = qe.Fusion.Dbsf()
+                prefetches = [
+                    qe.Prefetch(limit=depth, query=dense, filter=where),
+                    qe.Prefetch(limit=depth, query=sparse, filter=where),
+                ]
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest(list(vector)),
+            query=query,
+            prefetches=prefetches,
             filter=where,
             with_payload=True,
             with_vector=with_vectors,
         )
         hits = await self._run(shard.query, request)
         return [
-            scored_chunk(hit.payload or {}, hit.score, hit.vector if with_vectors else None)  # type: ignore[arg-type]
+            scored_chunk(hit.payload or {}, hit.score, _dense(hit.vector) if with_vectors else None)  # type: ignore[arg-type]
             for hit in hits
         ]
+
+    async def sparse_kinds(self) -> set[Kind]:
+        """The kinds whose shard has BM25 vectors."""
+        await self._ready()
+        return set(self._sparse)
+
+    async def add_sparse_vectors(self) -> list[Kind]:
+        """Rebuild each shard without BM25 vectors: copy its points into a new shard (dense vectors and payloads
+        as stored, BM25 from the payload's text) beside it, then swap the directories; the old one is deleted
+        only once the new one holds as many points."""
+        shards = await self._ready()
+        rebuilt = []
+        for kind in Kind:
+            if kind in self._sparse:
+                continue
+            await self._run(self._rebuild, kind, shards[kind])
+            rebuilt.append(kind)
+        return rebuilt
+
+    def _rebuild(self, kind: Kind, old: qe.EdgeShard) -> None:
+        path = self._root / collection_name(self._prefix, kind)
+        fresh, backup = path.with_name(path.name + ".rebuild"), path.with_name(path.name + ".dense-only")
+        shutil.rmtree(fresh, ignore_errors=True)  # what an interrupted rebuild left
+        fresh.mkdir(parents=True)
+        new = qe.EdgeShard.create(str(fresh), self._config(sparse=True))
+        for field in KEYWORD_INDEXES:
+            new.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        offset = None
+        while True:
+            records, offset = old.scroll(
+                qe.ScrollRequest(offset=offset, limit=_COPY_BATCH, with_payload=True, with_vector=True)
+            )
+            points = []
+            for r in records:
+                content = chunk_from_payload(r.payload or {}).content
+                vectors = {"": _dense(r.vector), SPARSE_VECTOR: _sparse(*document_vector(content))}
+                points.append(qe.Point(r.id, vectors, r.payload))  # type: ignore[arg-type]
+            if points:
+                new.update(qe.UpdateOperation.upsert_points(points))
+            if offset is None:
+                break
+        count = qe.CountRequest(exact=True)
+        if new.count(count) != old.count(count):
+            raise RuntimeError(f"rebuilding {path.name} copied {new.count(count)} of {old.count(count)} points")
+        new.flush()
+        new.close()
+        old.flush()
+        old.close()
+        del self._shards[kind]
+        path.rename(backup)
+        fresh.rename(path)
+        shard = qe.EdgeShard.load(str(path), self._config(sparse=True))
+        self._shards[kind] = shard
+        self._sparse.add(kind)
+        self._hinted.discard(kind)
+        shutil.rmtree(backup)
 
     async def authors(self) -> list[Author]:
         """Distinct authors: a facet on author_id per shard, then one point per new author for its name."""
@@ -185,3 +291,20 @@ class EdgeStore:
         await self._run(close_all)
         self._closed = True
         self._executor.shutdown(wait=False)
+
+
+def _has_sparse(path: Path) -> bool:
+    """Whether the shard at `path` was made with BM25 vectors (its persisted config says so)."""
+    config = json.loads((path / "edge_config.json").read_text())
+    return SPARSE_VECTOR in (config.get("sparse_vectors") or {})
+
+
+def _sparse(indices: list[int], values: list[float]) -> qe.SparseVector:
+    return qe.SparseVector(indices=indices, values=values)
+
+
+def _dense(vector: object) -> list[float] | None:
+    """The dense vector of a hit: the unnamed one when the point has named vectors too."""
+    if isinstance(vector, dict):
+        return vector.get("")  # type: ignore[no-any-return]
+    return vector  # type: ignore[return-value]

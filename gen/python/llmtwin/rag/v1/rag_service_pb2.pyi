@@ -14,26 +14,39 @@ class ContentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTENT_KIND_ARTICLE: _ClassVar[ContentKind]
     CONTENT_KIND_POST: _ClassVar[ContentKind]
     CONTENT_KIND_REPOSITORY: _ClassVar[ContentKind]
+
+class RetrievalMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVAL_MODE_UNSPECIFIED: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_DENSE: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_SPARSE: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_HYBRID: _ClassVar[RetrievalMode]
 CONTENT_KIND_UNSPECIFIED: ContentKind
 CONTENT_KIND_ARTICLE: ContentKind
 CONTENT_KIND_POST: ContentKind
 CONTENT_KIND_REPOSITORY: ContentKind
+RETRIEVAL_MODE_UNSPECIFIED: RetrievalMode
+RETRIEVAL_MODE_DENSE: RetrievalMode
+RETRIEVAL_MODE_SPARSE: RetrievalMode
+RETRIEVAL_MODE_HYBRID: RetrievalMode
 
 class RetrievalOptions(_message.Message):
-    __slots__ = ("top_k", "expand_queries", "self_query", "rerank", "author", "kinds")
+    __slots__ = ("top_k", "expand_queries", "self_query", "rerank", "author", "kinds", "retrieval_mode")
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     EXPAND_QUERIES_FIELD_NUMBER: _ClassVar[int]
     SELF_QUERY_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_MODE_FIELD_NUMBER: _ClassVar[int]
     top_k: int
     expand_queries: int
     self_query: bool
     rerank: bool
     author: str
     kinds: _containers.RepeatedScalarFieldContainer[ContentKind]
-    def __init__(self, top_k: _Optional[int] = ..., expand_queries: _Optional[int] = ..., self_query: bool = ..., rerank: bool = ..., author: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[ContentKind, str]]] = ...) -> None: ...
+    retrieval_mode: RetrievalMode
+    def __init__(self, top_k: _Optional[int] = ..., expand_queries: _Optional[int] = ..., self_query: bool = ..., rerank: bool = ..., author: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[ContentKind, str]]] = ..., retrieval_mode: _Optional[_Union[RetrievalMode, str]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
     __slots__ = ("query", "options", "parameters", "request_id")
