@@ -21,6 +21,19 @@ class RetrievalMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RETRIEVAL_MODE_DENSE: _ClassVar[RetrievalMode]
     RETRIEVAL_MODE_SPARSE: _ClassVar[RetrievalMode]
     RETRIEVAL_MODE_HYBRID: _ClassVar[RetrievalMode]
+
+class TurnRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TURN_ROLE_UNSPECIFIED: _ClassVar[TurnRole]
+    TURN_ROLE_USER: _ClassVar[TurnRole]
+    TURN_ROLE_ASSISTANT: _ClassVar[TurnRole]
+    TURN_ROLE_SYSTEM: _ClassVar[TurnRole]
+
+class FeedbackRating(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_RATING_UNSPECIFIED: _ClassVar[FeedbackRating]
+    FEEDBACK_RATING_UP: _ClassVar[FeedbackRating]
+    FEEDBACK_RATING_DOWN: _ClassVar[FeedbackRating]
 CONTENT_KIND_UNSPECIFIED: ContentKind
 CONTENT_KIND_ARTICLE: ContentKind
 CONTENT_KIND_POST: ContentKind
@@ -29,6 +42,13 @@ RETRIEVAL_MODE_UNSPECIFIED: RetrievalMode
 RETRIEVAL_MODE_DENSE: RetrievalMode
 RETRIEVAL_MODE_SPARSE: RetrievalMode
 RETRIEVAL_MODE_HYBRID: RetrievalMode
+TURN_ROLE_UNSPECIFIED: TurnRole
+TURN_ROLE_USER: TurnRole
+TURN_ROLE_ASSISTANT: TurnRole
+TURN_ROLE_SYSTEM: TurnRole
+FEEDBACK_RATING_UNSPECIFIED: FeedbackRating
+FEEDBACK_RATING_UP: FeedbackRating
+FEEDBACK_RATING_DOWN: FeedbackRating
 
 class RetrievalOptions(_message.Message):
     __slots__ = ("top_k", "expand_queries", "self_query", "rerank", "author", "kinds", "retrieval_mode")
@@ -49,16 +69,42 @@ class RetrievalOptions(_message.Message):
     def __init__(self, top_k: _Optional[int] = ..., expand_queries: _Optional[int] = ..., self_query: bool = ..., rerank: bool = ..., author: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[ContentKind, str]]] = ..., retrieval_mode: _Optional[_Union[RetrievalMode, str]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("query", "options", "parameters", "request_id")
+    __slots__ = ("query", "options", "parameters", "request_id", "history", "conversation_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     options: RetrievalOptions
     parameters: _llm_service_pb2.GenerationParameters
     request_id: str
-    def __init__(self, query: _Optional[str] = ..., options: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., parameters: _Optional[_Union[_llm_service_pb2.GenerationParameters, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[ConversationTurn]
+    conversation_id: str
+    def __init__(self, query: _Optional[str] = ..., options: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., parameters: _Optional[_Union[_llm_service_pb2.GenerationParameters, _Mapping]] = ..., request_id: _Optional[str] = ..., history: _Optional[_Iterable[_Union[ConversationTurn, _Mapping]]] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class ConversationTurn(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: TurnRole
+    content: str
+    def __init__(self, role: _Optional[_Union[TurnRole, str]] = ..., content: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("trace_id", "rating", "comment")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    rating: FeedbackRating
+    comment: str
+    def __init__(self, trace_id: _Optional[str] = ..., rating: _Optional[_Union[FeedbackRating, str]] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class RetrievedDocument(_message.Message):
     __slots__ = ("document_id", "kind", "author_id", "author_full_name", "title", "link", "chunk_index", "content", "score", "vector_score")
@@ -101,16 +147,18 @@ class StepTiming(_message.Message):
     def __init__(self, step: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class AnswerContext(_message.Message):
-    __slots__ = ("documents", "expanded_queries", "author", "sources")
+    __slots__ = ("documents", "expanded_queries", "author", "sources", "standalone_query")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     EXPANDED_QUERIES_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    STANDALONE_QUERY_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedCompositeFieldContainer[RetrievedDocument]
     expanded_queries: _containers.RepeatedScalarFieldContainer[str]
     author: Author
     sources: _containers.RepeatedCompositeFieldContainer[Source]
-    def __init__(self, documents: _Optional[_Iterable[_Union[RetrievedDocument, _Mapping]]] = ..., expanded_queries: _Optional[_Iterable[str]] = ..., author: _Optional[_Union[Author, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
+    standalone_query: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[RetrievedDocument, _Mapping]]] = ..., expanded_queries: _Optional[_Iterable[str]] = ..., author: _Optional[_Union[Author, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ..., standalone_query: _Optional[str] = ...) -> None: ...
 
 class SourceChunk(_message.Message):
     __slots__ = ("chunk_index", "score", "vector_score")

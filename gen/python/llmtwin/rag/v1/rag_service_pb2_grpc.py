@@ -60,6 +60,11 @@ class RagServiceStub(object):
                 request_serializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.IngestDocumentsRequest.SerializeToString,
                 response_deserializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.IngestDocumentsResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/llmtwin.rag.v1.RagService/SubmitFeedback',
+                request_serializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RagServiceServicer(object):
@@ -101,6 +106,15 @@ class RagServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """SubmitFeedback records a reader's rating of one answer (by its trace id) as a feedback score on
+        that answer's prompt trace. It never waits on the trace store: the rating is accepted and
+        exported in the background (or dropped and counted when the store stays down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RagServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +137,11 @@ def add_RagServiceServicer_to_server(servicer, server):
                     servicer.IngestDocuments,
                     request_deserializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.IngestDocumentsRequest.FromString,
                     response_serializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.IngestDocumentsResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +258,33 @@ class RagService(object):
             '/llmtwin.rag.v1.RagService/IngestDocuments',
             llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.IngestDocumentsRequest.SerializeToString,
             llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.IngestDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmtwin.rag.v1.RagService/SubmitFeedback',
+            llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.SubmitFeedbackRequest.SerializeToString,
+            llmtwin_dot_rag_dot_v1_dot_rag__service__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
