@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_service.documents import parse_jsonl_numbered
 from rag_service.ingest_client import CONNECT_TIMEOUT_S, ingest_via_service
-from rag_service.store import DEFAULT_PATH, open_store
+from rag_service.store import DEFAULT_PATH, VectorStore, open_store
 from rag_service.types import Document, IngestReport
 
 if TYPE_CHECKING:
@@ -40,6 +40,16 @@ class StoreOptions:
     collection_prefix: str = ""
     embedding_runtime: str = "onnx"
     model_cache_dir: str = ""
+
+    def open(self) -> VectorStore:
+        """The store these options name (not opened elsewhere: the embedded one is one process's)."""
+        return open_store(
+            url=self.url,
+            api_key=self.api_key,
+            path=self.path,
+            backend=self.backend,
+            collection_prefix=self.collection_prefix,
+        )
 
 
 class IngestSettings(BaseSettings):
@@ -96,13 +106,7 @@ async def ingest_directly(options: StoreOptions, documents: Sequence[Document]) 
     from rag_service.embedding import Embedder
     from rag_service.ingestor import Ingestor
 
-    store = open_store(
-        url=options.url,
-        api_key=options.api_key,
-        path=options.path,
-        backend=options.backend,
-        collection_prefix=options.collection_prefix,
-    )
+    store = options.open()
     cache_dir = Path(options.model_cache_dir) if options.model_cache_dir else None
     embedder = await Embedder.open(runtime=options.embedding_runtime, cache_dir=cache_dir)
     try:

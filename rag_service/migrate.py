@@ -16,19 +16,12 @@ import sys
 from collections.abc import Sequence
 
 from rag_service.ingest import IngestSettings, StoreOptions
-from rag_service.store import open_store
 from rag_service.types import Kind
 
 
 async def migrate(options: StoreOptions) -> tuple[list[Kind], int]:
     """Rebuilds the collections without BM25 vectors; the kinds rebuilt and the chunks the store holds."""
-    store = open_store(
-        url=options.url,
-        api_key=options.api_key,
-        path=options.path,
-        backend=options.backend,
-        collection_prefix=options.collection_prefix,
-    )
+    store = options.open()
     try:
         rebuilt = await store.add_sparse_vectors()
         return rebuilt, await store.count()

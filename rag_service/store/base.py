@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from rag_service.types import Author, Chunk, Kind, RetrievalMode, ScoredChunk, SearchFilter
 
 VECTOR_SIZE = 384
+MAX_AUTHORS = 100_000  # the author facet's limit: every author of a store
+COPY_BATCH = 256  # points per scroll page when a collection is rebuilt (rag_service.migrate)
 # Fixed forever: point ids derive from it, so changing it would duplicate every stored chunk.
 POINT_NAMESPACE = uuid.UUID("6f1d8c2a-3b7e-5a41-9c0d-2e8f4b6a7c19")
 # Payload fields with an index: the author filter, the author list, and per-document deletes.

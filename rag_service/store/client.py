@@ -13,7 +13,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from rag_service.errors import StoreUnavailable
 from rag_service.store.base import (
+    COPY_BATCH,
     KEYWORD_INDEXES,
+    MAX_AUTHORS,
     VECTOR_SIZE,
     check_upsert,
     chunk_from_payload,
@@ -30,8 +32,6 @@ from rag_service.types import Author, Chunk, Kind, RetrievalMode, ScoredChunk, S
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_MAX_AUTHORS = 100_000
-_COPY_BATCH = 256
 # Distribution-based score fusion: it beat RRF on both question sets (docs/evaluation.md, Hybrid search).
 _FUSION = models.FusionQuery(fusion=models.Fusion.DBSF)
 
@@ -273,7 +273,7 @@ class ClientStore:
         offset = None
         while True:
             records, offset = await self._run(
-                self._client.scroll(source, limit=_COPY_BATCH, offset=offset, with_payload=True, with_vectors=True)
+                self._client.scroll(source, limit=COPY_BATCH, offset=offset, with_payload=True, with_vectors=True)
             )
             points = []
             for r in records:
@@ -297,7 +297,7 @@ class ClientStore:
         found: dict[str, str] = {}
         for kind in Kind:
             name = self._name(kind)
-            facet = await self._run(self._client.facet(name, "author_id", limit=_MAX_AUTHORS, exact=True))
+            facet = await self._run(self._client.facet(name, "author_id", limit=MAX_AUTHORS, exact=True))
             for hit in facet.hits:
                 author_id = str(hit.value)
                 if author_id in found:

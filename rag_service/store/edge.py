@@ -15,7 +15,9 @@ import qdrant_edge as qe
 
 from rag_service.errors import StoreLocked
 from rag_service.store.base import (
+    COPY_BATCH,
     KEYWORD_INDEXES,
+    MAX_AUTHORS,
     VECTOR_SIZE,
     check_upsert,
     chunk_from_payload,
@@ -32,8 +34,6 @@ from rag_service.types import Author, Chunk, Kind, RetrievalMode, ScoredChunk, S
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_MAX_AUTHORS = 100_000
-_COPY_BATCH = 256
 
 
 class EdgeStore:
@@ -214,7 +214,7 @@ class EdgeStore:
         offset = None
         while True:
             records, offset = old.scroll(
-                qe.ScrollRequest(offset=offset, limit=_COPY_BATCH, with_payload=True, with_vector=True)
+                qe.ScrollRequest(offset=offset, limit=COPY_BATCH, with_payload=True, with_vector=True)
             )
             points = []
             for r in records:
@@ -248,7 +248,7 @@ class EdgeStore:
         def collect() -> dict[str, str]:
             found: dict[str, str] = {}
             for shard in shards.values():
-                facet = shard.facet(qe.FacetRequest("author_id", limit=_MAX_AUTHORS, exact=True))
+                facet = shard.facet(qe.FacetRequest("author_id", limit=MAX_AUTHORS, exact=True))
                 for hit in facet.hits:
                     author_id = str(hit.value)
                     if author_id in found:
