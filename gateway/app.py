@@ -16,7 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import errors
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.middleware import REQUEST_ID_HEADER, BearerAuthMiddleware, BodyLimitMiddleware, RequestIdMiddleware
-from gateway.routes import answer, health, openai_compat
+from gateway.routes import answer, feedback, health, openai_compat
 from gateway.settings import Settings
 from llmtwin.rag.v1 import rag_service_pb2_grpc
 from servekit.auth import BearerTokens, client_interceptors
@@ -80,8 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
-    app.include_router(answer.build_router(settings.max_query_chars))
+    app.include_router(answer.build_router(settings.max_query_chars, settings.max_history_turns))
     app.include_router(openai_compat.build_router(settings.max_query_chars))
+    app.include_router(feedback.router)
     app.include_router(health.router)
     app.add_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

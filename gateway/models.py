@@ -6,6 +6,12 @@ never refused for its shape. Only what depends on the data or the model is left 
 the store does not have, a prompt that does not fit the model's context): those come back as 422s with field
 violations. The query's length limit is a setting (`GATEWAY_MAX_QUERY_CHARS`, keep it equal to the RAG service's
 `RAG_MAX_QUERY_CHARS`); `answer_request_model` builds the request model for a limit.
+
+A conversation's history (earlier turns, oldest first, without the current question) is bounded as the schema says:
+at most `GATEWAY_MAX_HISTORY_TURNS` turns, each 1 to `GATEWAY_MAX_QUERY_CHARS` characters and not blank, at most one
+system turn (an extra instruction). Their total length is the one bound a schema cannot state: the gateway keeps the
+system turn and the most recent turns that fit `GATEWAY_MAX_HISTORY_CHARS` together and drops older ones
+(`fit_history`), as a chat keeps to its context window, rather than refuse a schema-valid request.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from typing import Annotated, Any, Literal
 from fastapi.exceptions import RequestValidationError
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
+from pydantic.json_schema import JsonDict
 
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 
@@ -43,6 +50,9 @@ def not_blank(value: str) -> str:
 NOT_BLANK_PATTERN = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 
 DEFAULT_MAX_QUERY_CHARS = 2000  # the RAG service's default RAG_MAX_QUERY_CHARS
+# The RAG service's defaults RAG_MAX_HISTORY_TURNS and RAG_MAX_HISTORY_CHARS (the whole history's characters).
+DEFAULT_MAX_HISTORY_TURNS, DEFAULT_MAX_HISTORY_CHARS = 20, 16000
+MAX_INSTRUCTION_CHARS = 1000  # the RAG service's default RAG_MAX_INSTRUCTION_CHARS: the longest system turn
 # The contract's ranges (rag_service.convert, llmtwin.llm.v1.GenerationParameters); a test checks they agree.
 MAX_TOP_K, MAX_EXPAND_QUERIES, MAX_NEW_TOKENS, MAX_SAMPLING_TOP_K = 50, 5, 8192, 1000
 MAX_STOP_SEQUENCES, MAX_STOP_LENGTH = 8, 64  # servekit.limits
@@ -74,6 +84,14 @@ Kind = Literal["article", "post", "repository"]
 RetrievalMode = Literal["dense", "sparse", "hybrid"]
 # Request ids travel as gRPC metadata: printable ASCII only.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+# A conversation id: at most 128 printable ASCII characters (the contract), empty for an answer that stands alone.
+CONVERSATION_ID_PATTERN = r"^[ -~]{0,128}$"
+# In the schema: at most one item of a history is a system turn.
+_ONE_SYSTEM_TURN: JsonDict = {
+    "contains": {"type": "object", "properties": {"role": {"const": "system"}}, "required": ["role"]},
+    "minContains": 0,
+    "maxContains": 1,
+}
 
 
 def _query_field(max_chars: int) -> Any:
@@ -135,20 +153,111 @@ class GenerationParameters(_Strict):
     seed: JsonSafeUInt | None = Field(default=None, description="0 to 2^53 - 1 (exact in JSON).")
 
 
+class DialogueTurn(_Strict):
+    """An earlier question (user) or answer (assistant) of the conversation (ConversationTurn)."""
+
+    role: Literal["user", "assistant"]
+    content: Query
+
+
+class SystemTurn(_Strict):
+    """The conversation's extra instruction (a ConversationTurn with the system role), added to the service's own."""
+
+    role: Literal["system"]
+    content: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_INSTRUCTION_CHARS,
+            description=f"The instruction: 1 to {MAX_INSTRUCTION_CHARS} characters, not only whitespace.",
+            json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+        ),
+        AfterValidator(encodable),
+        AfterValidator(not_blank),
+    ]
+
+
+ConversationTurn = Annotated[DialogueTurn | SystemTurn, Field(discriminator="role")]
+
+
+def _history_field(max_turns: int, max_query_chars: int) -> Any:
+    return Field(
+        default_factory=list,
+        max_length=max_turns,
+        description=f"The conversation so far, oldest first, without `query`: at most {max_turns} turns, questions "
+        f"and answers 1 to {max_query_chars} characters each, at most one system turn (an extra instruction, 1 to "
+        f"{MAX_INSTRUCTION_CHARS} characters). When the turns are longer than the gateway's history budget "
+        "(GATEWAY_MAX_HISTORY_CHARS) together, the oldest questions and answers are left out; the system turn stays.",
+        json_schema_extra=_ONE_SYSTEM_TURN,
+    )
+
+
+def _one_system_turn(history: list[ConversationTurn]) -> list[ConversationTurn]:
+    if sum(turn.role == "system" for turn in history) > 1:
+        raise ValueError("must have at most one system turn")
+    return history
+
+
 class AnswerRequest(_Strict):
-    """A question to answer (AnswerRequest)."""
+    """A question to answer (AnswerRequest), alone or as the next turn of a conversation."""
 
     query: Query
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
     request_id: str = Field(default="", pattern=r"^$|" + REQUEST_ID_PATTERN)
+    history: list[ConversationTurn] = _history_field(DEFAULT_MAX_HISTORY_TURNS, DEFAULT_MAX_QUERY_CHARS)
+    conversation_id: str = Field(
+        default="",
+        pattern=CONVERSATION_ID_PATTERN,
+        description="Groups the answers of one conversation (any id the client chooses, e.g. a UUID): at most 128 "
+        "printable ASCII characters; empty: the answer stands alone.",
+    )
+
+    @field_validator("history")
+    @classmethod
+    def _at_most_one_system_turn(cls, value: list[ConversationTurn]) -> list[ConversationTurn]:
+        return _one_system_turn(value)
 
 
-def answer_request_model(max_query_chars: int) -> type[AnswerRequest]:
-    """AnswerRequest with this query length limit (the gateway's setting)."""
-    if max_query_chars == DEFAULT_MAX_QUERY_CHARS:
+def answer_request_model(
+    max_query_chars: int, max_history_turns: int = DEFAULT_MAX_HISTORY_TURNS
+) -> type[AnswerRequest]:
+    """AnswerRequest with these limits (the gateway's settings) on the question and on the history."""
+    if (max_query_chars, max_history_turns) == (DEFAULT_MAX_QUERY_CHARS, DEFAULT_MAX_HISTORY_TURNS):
         return AnswerRequest
-    return create_model("AnswerRequest", __base__=AnswerRequest, query=(query_type(max_query_chars), ...))
+    dialogue = create_model("DialogueTurn", __base__=DialogueTurn, content=(query_type(max_query_chars), ...))
+    turn = Annotated[dialogue | SystemTurn, Field(discriminator="role")]  # type: ignore[valid-type]
+    return create_model(
+        "AnswerRequest",
+        __base__=AnswerRequest,
+        query=(query_type(max_query_chars), ...),
+        history=(list[turn], _history_field(max_history_turns, max_query_chars)),  # type: ignore[valid-type]
+    )
+
+
+def fit_history(
+    history: list[ConversationTurn],
+    max_turns: int = DEFAULT_MAX_HISTORY_TURNS,
+    max_chars: int = DEFAULT_MAX_HISTORY_CHARS,
+) -> list[ConversationTurn]:
+    """The history within its bounds: the system turn, then the most recent other turns that fit `max_turns` turns
+    and `max_chars` characters together; older ones are left out, and so is an answer whose question was."""
+    system = [turn for turn in history if turn.role == "system"][:1]
+    budget_turns = max_turns - len(system)
+    budget_chars = max_chars - sum(len(turn.content) for turn in system)
+    if budget_chars < 0:  # an instruction longer than the whole budget is left out rather than refused
+        system, budget_turns, budget_chars = [], max_turns, max_chars
+    dialogue = [turn for turn in history if turn.role != "system"]
+    kept: list[ConversationTurn] = []
+    for turn in reversed(dialogue):
+        if len(kept) == budget_turns or len(turn.content) > budget_chars:
+            break
+        kept.append(turn)
+        budget_chars -= len(turn.content)
+    kept.reverse()
+    while len(kept) < len(dialogue) and kept and kept[0].role == "assistant":
+        kept.pop(0)  # its question was left out
+    return system + kept
 
 
 class Document(BaseModel):
@@ -204,6 +313,9 @@ class AnswerContext(BaseModel):
     expanded_queries: list[str] = Field(default_factory=list)
     author: Author | None = None
     sources: list[Source] = Field(default_factory=list)
+    standalone_query: str = Field(
+        default="", description="The question as retrieval searched it: a follow-up rewritten as a standalone question."
+    )
 
 
 class Usage(BaseModel):
@@ -252,9 +364,14 @@ class AnswerResponse(BaseModel):
     final: AnswerFinal
 
 
-def answer_request_to_proto(request: AnswerRequest) -> rag_pb2.AnswerRequest:
-    """The gRPC AnswerRequest for a JSON one; the request id travels as metadata (gateway.deps.rpc_metadata)."""
-    data = request.model_dump(exclude_none=True, exclude={"request_id"})
+def answer_request_to_proto(
+    request: AnswerRequest, max_history_chars: int = DEFAULT_MAX_HISTORY_CHARS
+) -> rag_pb2.AnswerRequest:
+    """The gRPC AnswerRequest for a JSON one, its history fitted to `max_history_chars` (fit_history); the request
+    id travels as metadata (gateway.deps.rpc_metadata)."""
+    data = request.model_dump(exclude_none=True, exclude={"request_id", "history"})
+    history = fit_history(request.history, max_turns=len(request.history), max_chars=max_history_chars)
+    data["history"] = [{"role": f"TURN_ROLE_{turn.role.upper()}", "content": turn.content} for turn in history]
     data["options"]["kinds"] = [f"CONTENT_KIND_{kind.upper()}" for kind in request.options.kinds]
     if request.options.retrieval_mode is not None:
         data["options"]["retrieval_mode"] = f"RETRIEVAL_MODE_{request.options.retrieval_mode.upper()}"

@@ -30,6 +30,18 @@ class Settings(RagClientTlsSettings, ServerTlsSettings):
         ge=1,
         description="Longest question accepted (stated in the OpenAPI schema); keep it equal to RAG_MAX_QUERY_CHARS.",
     )
+    max_history_turns: int = Field(
+        default=20,
+        ge=0,
+        description="Most earlier turns a request may send (stated in the OpenAPI schema); keep it equal to "
+        "RAG_MAX_HISTORY_TURNS.",
+    )
+    max_history_chars: int = Field(
+        default=16000,
+        ge=0,
+        description="Most characters of history passed on: older turns beyond it are left out (the system turn is "
+        "kept); keep it at most RAG_MAX_HISTORY_CHARS.",
+    )
     request_timeout_s: float = Field(default=120.0, gt=0, description="gRPC deadline of each RAG call.")
     ready_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of the health check behind /readyz.")
     model_name: str = Field(default="llm-twin", description="Model name shown by the OpenAI-compatible API.")

@@ -23,6 +23,7 @@ _BACKENDS = {
     "tgi": pb.BACKEND_KIND_TGI,
     "sagemaker": pb.BACKEND_KIND_SAGEMAKER,
     "echo": pb.BACKEND_KIND_ECHO,
+    "openai": pb.BACKEND_KIND_OPENAI,
 }
 
 
@@ -144,6 +145,7 @@ def model_info_to_proto(info: ModelInfo, max_concurrent: int) -> pb.GetModelInfo
         max_input_tokens=info.max_input_tokens,
         max_total_tokens=info.max_total_tokens,
         max_concurrent_requests=max_concurrent,
+        adapters=list(info.adapters),
     )
 
 

@@ -54,6 +54,7 @@ class Request:
     input: GenerationInput
     parameters: Parameters
     request_id: str
+    adapter: str = ""  # a LoRA adapter the backend serves (ModelInfo.adapters); "": the base model
 
 
 @dataclass(slots=True)  # not frozen: one is built per generated token, and frozen __init__ costs ~3x
@@ -84,3 +85,4 @@ class ModelInfo:
     max_input_tokens: int
     max_total_tokens: int
     model_revision: str = ""
+    adapters: tuple[str, ...] = ()  # LoRA adapters served on the base model, by name

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
+from rag_service.conversation import Conversation, Role, Turn
 from rag_service.errors import InvalidArgument
 from rag_service.generation import Final
 from rag_service.llm_client import finish_reason_to_proto
@@ -21,6 +23,8 @@ KIND_TO_PB = {
     Kind.REPOSITORY: pb.CONTENT_KIND_REPOSITORY,
 }
 PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+PB_TO_ROLE = {pb.TURN_ROLE_USER: Role.USER, pb.TURN_ROLE_ASSISTANT: Role.ASSISTANT, pb.TURN_ROLE_SYSTEM: Role.SYSTEM}
+MAX_CONVERSATION_ID = 128
 PB_TO_MODE = {
     pb.RETRIEVAL_MODE_DENSE: RetrievalMode.DENSE,
     pb.RETRIEVAL_MODE_SPARSE: RetrievalMode.SPARSE,
@@ -63,6 +67,47 @@ def query_and_options(query: str, options: pb.RetrievalOptions, settings: Settin
         kinds=tuple(dict.fromkeys(kinds)) or tuple(Kind),
         retrieval_mode=mode,
     )
+
+
+def conversation_from_proto(
+    history: Sequence[pb.ConversationTurn], conversation_id: str, settings: Settings
+) -> Conversation:
+    """The validated conversation: every violation names its turn (history[i].role / .content)."""
+    violations: list[tuple[str, str]] = []
+    if len(conversation_id) > MAX_CONVERSATION_ID or not all(" " <= c <= "~" for c in conversation_id):
+        violations.append(("conversation_id", f"must be at most {MAX_CONVERSATION_ID} printable ASCII characters"))
+    if len(history) > settings.max_history_turns:
+        violations.append(
+            (f"history[{settings.max_history_turns}]", f"at most {settings.max_history_turns} earlier turns")
+        )
+    turns: list[Turn] = []
+    chars = 0
+    system_at = -1
+    for i, turn in enumerate(history[: settings.max_history_turns]):
+        field = f"history[{i}]"
+        role = PB_TO_ROLE.get(turn.role)
+        if role is None:
+            violations.append((f"{field}.role", "must be TURN_ROLE_USER, _ASSISTANT or _SYSTEM"))
+        elif role == Role.SYSTEM:
+            if system_at >= 0:
+                violations.append((f"{field}.role", f"at most one system turn (history[{system_at}] is one)"))
+            system_at = i
+            if len(turn.content) > settings.max_instruction_chars:
+                violations.append(
+                    (f"{field}.content", f"a system turn has at most {settings.max_instruction_chars} characters")
+                )
+        if not turn.content.strip():
+            violations.append((f"{field}.content", "must not be empty"))
+        chars += len(turn.content)
+        if chars > settings.max_history_chars and chars - len(turn.content) <= settings.max_history_chars:
+            violations.append(
+                (f"{field}.content", f"the history has at most {settings.max_history_chars} characters in all")
+            )
+        if role is not None:
+            turns.append(Turn(role, turn.content.strip()))
+    if violations:
+        raise InvalidArgument(violations)
+    return Conversation(tuple(turns), conversation_id)
 
 
 def parameters_from_proto(p: llm_pb.GenerationParameters) -> GenerationParameters:
@@ -148,6 +193,7 @@ def context_to_proto(retrieval: Retrieval) -> pb.AnswerContext:
         documents=[document_to_proto(d) for d in retrieval.documents],
         expanded_queries=retrieval.queries,
         sources=[source_to_proto(s) for s in retrieval.sources],
+        standalone_query=retrieval.standalone_query or (retrieval.queries[0] if retrieval.queries else ""),
     )
     if retrieval.author:
         context.author.CopyFrom(pb.Author(id=retrieval.author.id, full_name=retrieval.author.full_name))

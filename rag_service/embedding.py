@@ -61,7 +61,7 @@ class Embedder:
         threads: int = 1,
         batching: bool = True,
         max_batch: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         max_pending: int = 1024,
         runtime: str = "onnx",
         cache_dir: Path | None = None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from rag_service import metrics
+from rag_service.conversation import Conversation
 from rag_service.errors import InvalidArgument, ServiceError
 from rag_service.llm_client import LlmClient
 from rag_service.pipeline.loops import LoopGuard
@@ -85,12 +86,16 @@ async def answer_prompt(
     *,
     style: str,
     count: Callable[[Prompt], Awaitable[int]],
+    conversation: Conversation | None = None,
 ) -> tuple[BuiltPrompt, int]:
     """The fullest prompt that leaves max_new_tokens of room in the model, and the budget it was fitted to."""
     max_new = parameters.max_new_tokens or 0
     budget = min(model.max_input_tokens, model.max_total_tokens - max_new)
     try:
-        return await fit_prompt(query, sources, author, style=style, budget=budget, count=count), budget
+        built = await fit_prompt(
+            query, sources, author, style=style, budget=budget, count=count, conversation=conversation
+        )
+        return built, budget
     except InvalidArgument:
         if budget >= model.max_input_tokens:
             raise  # the question alone is over the model's input limit

@@ -45,6 +45,7 @@ _BACKENDS = {
     llm_pb.BACKEND_KIND_TGI: BackendKind.TGI,
     llm_pb.BACKEND_KIND_SAGEMAKER: BackendKind.SAGEMAKER,
     llm_pb.BACKEND_KIND_ECHO: BackendKind.ECHO,
+    llm_pb.BACKEND_KIND_OPENAI: BackendKind.OPENAI,
 }
 
 
@@ -90,6 +91,7 @@ def model_info_from_proto(info: llm_pb.GetModelInfoResponse) -> ModelInfo:
         backend=_BACKENDS.get(info.backend, BackendKind.UNSPECIFIED),
         max_input_tokens=info.max_input_tokens,
         max_total_tokens=info.max_total_tokens,
+        adapters=tuple(info.adapters),
     )
 
 

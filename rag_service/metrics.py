@@ -18,3 +18,8 @@ ANSWER_TTFT = Histogram(
 )
 INGESTED_CHUNKS = Counter("rag_ingested_chunks_total", "Chunks written by ingestion.")
 LOOPS_STOPPED = Counter("rag_answer_loops_stopped_total", "Answers the loop guard stopped because they repeated.")
+FEEDBACK_SCORES = Counter(
+    "rag_feedback_scores_total",
+    "Reader feedback scores by outcome: sent (confirmed by Opik), failed (not confirmed), dropped (never sent).",
+    ["outcome"],
+)

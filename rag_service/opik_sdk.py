@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rag_service.feedback import Feedback
 from rag_service.tracing import TraceRecord
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class OpikClient:
             output=record.output,
             metadata=record.metadata,
             error_info=record.error,
+            thread_id=record.thread_id,
         )
         for s in record.spans:
             self._client.span(
@@ -118,6 +120,16 @@ class OpikClient:
                 model=s.model,
                 error_info=s.error,
             )
+
+    def send_feedback(self, scores: list[Feedback]) -> None:
+        """Queue feedback scores on their traces in the SDK (in the client's project; the reason only when there is
+        one); raises if the SDK rejects them."""
+        self._client.log_traces_feedback_scores(
+            [
+                {"id": f.trace_id, "name": f.name, "value": f.value} | ({"reason": f.reason} if f.reason else {})
+                for f in scores
+            ]
+        )
 
     def flush(self, timeout: float) -> bool:
         """The SDK's flush, bounded by ``timeout`` seconds; never raises. Updates ``backlog``."""

@@ -7,20 +7,22 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rag_service import metrics
 from rag_service.authors import AuthorList
+from rag_service.conversation import Conversation
 from rag_service.embedding import Embedder
 from rag_service.generation import Delta, Final, answer_prompt, generate, shown, with_defaults
 from rag_service.llm_client import LlmClient
 from rag_service.pipeline.compress import Compressor
+from rag_service.pipeline.condense import lexical_standalone, llm_standalone
 from rag_service.pipeline.expand import expand_query
 from rag_service.pipeline.loops import LoopGuard
 from rag_service.pipeline.prompt import TEMPLATE_VERSION, names_list
 from rag_service.pipeline.rerank import Reranker, VectorOrder
 from rag_service.pipeline.search import dedupe, search_all
-from rag_service.pipeline.self_query import Named, extract_author, resolve_name
+from rag_service.pipeline.self_query import Named, extract_author, match_author, resolve_name
 from rag_service.pipeline.sources import Source, cited, group_by_document
 from rag_service.settings import Settings
 from rag_service.steps import Steps
@@ -67,6 +69,7 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
     sources: list[Source] = field(default_factory=list)
     unknown_person: str = ""  # a person the query asks about who is not an author in the store
+    standalone_query: str = ""  # the question as searched (a follow-up rewritten from the conversation)
 
 
 class Rag:
@@ -109,6 +112,34 @@ class Rag:
             return self.settings.context_tokens_embedded
         return self.settings.context_tokens_remote
 
+    def condense_mode(self, backend: BackendKind | None) -> str:
+        """How a follow-up becomes a standalone query with this LLM backend kind (lexical, llm or off)."""
+        if backend is None:
+            info = self.llm.cached_info
+            backend = info.backend if info is not None else BackendKind.EMBEDDED
+        return self.settings.condense_embedded if backend == BackendKind.EMBEDDED else self.settings.condense_remote
+
+    async def standalone(self, query: str, conversation: Conversation, mode: str, steps: Steps) -> str:
+        """The "condense" step: the follow-up as a standalone search query (the query itself without history)."""
+        if not conversation.questions or mode == "off":
+            return query
+        lexical = lexical_standalone(query, conversation)
+        if mode != "llm":
+            with steps.step("condense", {"query": query}, metadata={"mode": mode}) as step:
+                step.output = {"standalone_query": lexical}
+            return lexical
+
+        async def rewrite() -> str:
+            timeout, style = self.settings.condense_timeout_s, self.settings.prompt_format
+            try:
+                return await llm_standalone(self.llm, query, conversation, timeout=timeout, style=style)
+            except ValueError as exc:  # an answer that is not a question: the lexical rewrite instead
+                log.info("condense: %s", exc)
+                return lexical
+
+        asked = {"query": query, "turns": len(conversation.dialogue)}
+        return await steps.optional("condense", rewrite(), lexical, asked, lambda q: {"standalone_query": q})
+
     async def retrieve(
         self,
         query: str,
@@ -117,14 +148,21 @@ class Rag:
         *,
         context_budget: int | None = None,
         compress: bool = True,
+        conversation: Conversation | None = None,
+        condense: str | None = None,
     ) -> Retrieval:
         """Pre-retrieval (concurrently), retrieval (every query × collection), post-retrieval (dedupe, rerank,
         grouping by document and, with `compress`, evidence and compression to `context_budget` estimated
         tokens, by default the backend's). Without `compress` (Retrieve) no sentence is embedded: at scale, a
-        retrieval's sentences are mostly new to the cache, and embedding them costs more than the retrieval."""
+        retrieval's sentences are mostly new to the cache, and embedding them costs more than the retrieval.
+        With a `conversation`, a follow-up is searched as a standalone query (`condense`: lexical, llm or off;
+        default: the backend's setting), and self-query falls back on the authors its earlier questions name."""
         steps = Steps(rec)
         trace_id_var.set(rec.trace_id)  # every LLM call made for this request carries it (llm_client)
+        conversation = conversation or Conversation()
         author = await self.author_list.find(options.author) if options.author else None
+        asked_query = query
+        query = await self.standalone(query, conversation, condense or self.condense_mode(None), steps)
         settings, asked = self.settings, {"query": query}
 
         async def expand() -> list[str]:
@@ -134,8 +172,13 @@ class Rag:
 
         async def self_query() -> Named:
             authors, timeout = await self.authors(), settings.self_query_timeout_s
-            work = extract_author(self.llm, query, authors, timeout=timeout, style=settings.prompt_format)
-            return await steps.optional("self_query", work, Named(), asked, _named)
+            work = extract_author(self.llm, asked_query, authors, timeout=timeout, style=settings.prompt_format)
+            named = await steps.optional("self_query", work, Named(), {"query": asked_query}, _named)
+            if named.author is None and not named.unknown_person:
+                # A follow-up about an author named in an earlier question ("what did she measure?").
+                earlier = (match_author(q, authors) for q in conversation.questions)
+                named = Named(next((a for a in earlier if a is not None), None))
+            return named
 
         expansions, detected = await asyncio.gather(
             expand() if options.expand_queries else _value([]),
@@ -192,7 +235,7 @@ class Rag:
             with steps.step("compress", shape) as step:
                 sources = await self.compressor.compress(vectors[0], sources, budget, query)
                 step.output = {"sources": [{"number": s.number, "id": s.document_id, "text": s.text} for s in sources]}
-        return Retrieval(documents, queries, author, steps.timings, sources, detected.unknown_person)
+        return Retrieval(documents, queries, author, steps.timings, sources, detected.unknown_person, query)
 
     async def answer(
         self,
@@ -201,23 +244,37 @@ class Rag:
         parameters: GenerationParameters,
         request_id: str,
         deadline_s: float | None,
+        conversation: Conversation | None = None,
     ) -> AsyncGenerator[Retrieval | Delta | Final, None]:
-        """Yields the Retrieval, then Deltas as the LLM produces them, then the Final."""
+        """Yields the Retrieval, then Deltas as the LLM produces them, then the Final. With a `conversation`,
+        the follow-up is searched as a standalone query and its earlier turns go into the prompt."""
         start = tick()
-        rec = self.tracer.start_trace(
-            request_id,
-            query,
-            {
-                "embedding_model": EMBEDDING_MODEL,
-                "reranker": self.reranker.name if options.rerank else "none",
-                "prompt_template_version": TEMPLATE_VERSION,
-                "prompt_format": self.settings.prompt_format,
-            },
-        )
+        conversation = conversation or Conversation()
+        metadata: dict[str, Any] = {
+            "embedding_model": EMBEDDING_MODEL,
+            "reranker": self.reranker.name if options.rerank else "none",
+            "prompt_template_version": TEMPLATE_VERSION,
+            "prompt_format": self.settings.prompt_format,
+        }
+        if conversation.turns or conversation.conversation_id:
+            metadata |= {
+                "conversation_id": conversation.conversation_id or None,
+                "history_turns": len(conversation.turns),
+                "history": conversation.shown(),
+            }
+        rec = self.tracer.start_trace(request_id, query, metadata, thread_id=conversation.conversation_id or None)
         trace_id_var.set(rec.trace_id)  # every LLM call made for this answer carries it (llm_client)
         try:
             info = await self.llm.model_info()
-            retrieval = await self.retrieve(query, options, rec, context_budget=self.context_budget(info.backend))
+            retrieval = await self.retrieve(
+                query,
+                options,
+                rec,
+                context_budget=self.context_budget(info.backend),
+                conversation=conversation,
+                condense=self.condense_mode(info.backend),
+            )
+            rec.annotate({"standalone_query": retrieval.standalone_query})
             steps = Steps(rec, retrieval.timings)
 
             def final(generation: Generation, ttft: float, citations: list[Source]) -> Final:
@@ -256,9 +313,16 @@ class Rag:
                     info,
                     style=self.settings.prompt_format,
                     count=self.llm.count_tokens,
+                    conversation=conversation,
                 )
                 step.output = shown(built.prompt)
-                step.metadata = {"prompt_tokens": built.tokens, "dropped_sources": built.dropped, "budget": budget}
+                step.metadata = {
+                    "prompt_tokens": built.tokens,
+                    "dropped_sources": built.dropped,
+                    "budget": budget,
+                    "history_turns": built.history_used,
+                    "dropped_turns": built.history_dropped,
+                }
             # The context event lists exactly the sources the prompt numbers.
             retrieval.sources = built.used
             yield retrieval

@@ -10,6 +10,7 @@ from llmtwin.rag.v1 import rag_service_pb2 as pb
 from llmtwin.rag.v1 import rag_service_pb2_grpc as pb_grpc
 from rag_service import convert, metrics
 from rag_service.errors import DOMAIN
+from rag_service.feedback import make_feedback
 from rag_service.generation import Delta, Final
 from rag_service.ingestor import Ingestor
 from rag_service.rag import Rag, Retrieval
@@ -35,8 +36,11 @@ class RagServicer(pb_grpc.RagServiceServicer):
     ) -> AsyncGenerator[Retrieval | Delta | Final, None]:
         query, options = convert.query_and_options(request.query, request.options, self._rag.settings)
         parameters = convert.parameters_from_proto(request.parameters)
+        conversation = convert.conversation_from_proto(request.history, request.conversation_id, self._rag.settings)
         async with self._admission.slot():
-            events = self._rag.answer(query, options, parameters, request_id_var.get(), context.time_remaining())
+            events = self._rag.answer(
+                query, options, parameters, request_id_var.get(), context.time_remaining(), conversation
+            )
             try:
                 async for event in events:
                     yield event
@@ -77,6 +81,14 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.RetrieveResponse(
             context=convert.context_to_proto(retrieval), timings=convert.timings_to_proto(retrieval.timings)
         )
+
+    @rpc.unary
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitFeedbackResponse:
+        """A reader's rating of an answer, queued as a feedback score on its trace; never waits on Opik."""
+        self._rag.tracer.submit_feedback(make_feedback(request.trace_id, request.rating, request.comment))
+        return pb.SubmitFeedbackResponse()
 
     @rpc.unary
     async def IngestDocuments(

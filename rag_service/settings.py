@@ -47,7 +47,12 @@ class Settings(LlmClientTlsSettings, GrpcServerSettings):
     embedding_threads: int = Field(default=1, ge=1, description="Model threads; 1 is fastest on 2 shared cores.")
     embedding_batching: bool = Field(default=True, description="Batch embeddings across concurrent requests.")
     embedding_max_batch: int = Field(default=32, description="Largest embedding batch.")
-    embedding_batch_wait_ms: float = Field(default=2.0, description="Longest wait to fill a batch.")
+    embedding_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Longest wait to fill a batch; 0: none (batches form from requests that queue while one "
+        "encodes; waiting 2 ms cost 2 ms of first token and no rate, docs/evaluation.md).",
+    )
     embedding_max_pending: int = Field(
         default=1024, ge=1, description="Most texts queued for embedding; more callers wait for room (backpressure)."
     )
@@ -116,6 +121,27 @@ class Settings(LlmClientTlsSettings, GrpcServerSettings):
     context_tokens_embedded: int = Field(default=100, ge=0, description="Context budget for the embedded CPU model.")
     context_tokens_remote: int = Field(default=1500, ge=0, description="Context budget for TGI, SageMaker and others.")
     max_query_chars: int = Field(default=2000, description="Longest query accepted.")
+
+    # Conversations (AnswerRequest.history; docs/evaluation.md, Conversations)
+    max_history_turns: int = Field(default=32, ge=0, description="Most earlier turns a request may carry.")
+    max_history_chars: int = Field(
+        default=16000, ge=0, description="Most characters in all earlier turns together (the system turn included)."
+    )
+    max_instruction_chars: int = Field(
+        default=1000,
+        ge=0,
+        description="Longest system turn: an extra instruction, put in the prompt after the service's own.",
+    )
+    condense_embedded: Literal["lexical", "llm", "off"] = Field(
+        default="lexical",
+        description="How a follow-up becomes a standalone search query with the embedded CPU model: lexical "
+        "(earlier questions' words carried, no model call), llm (a short rewrite through the LLM, lexical on "
+        "failure) or off (searched as asked).",
+    )
+    condense_remote: Literal["lexical", "llm", "off"] = Field(
+        default="lexical", description="The same for TGI, SageMaker and other remote backends."
+    )
+    condense_timeout_s: float = Field(default=2.0, gt=0, description="LLM rewrite timeout (then: the lexical rewrite).")
 
     # Serving
     max_concurrent: int = Field(default=16, ge=1, description="Answers and retrievals in flight at once.")

@@ -15,7 +15,12 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NewType
+from typing import TYPE_CHECKING, Any, Literal, NewType
+
+from rag_service.metrics import FEEDBACK_SCORES
+
+if TYPE_CHECKING:
+    from rag_service.feedback import Feedback
 
 SpanType = Literal["general", "llm", "tool"]
 Tick = NewType("Tick", float)  # a time.perf_counter() reading: the one clock spans are measured on
@@ -82,6 +87,7 @@ class TraceRecord:
     metadata: dict[str, Any]
     spans: tuple[SpanRecord, ...]
     error: dict[str, str] | None = None
+    thread_id: str | None = None  # the conversation id: Opik groups a conversation's traces as one thread
 
 
 class TraceRecorder:
@@ -98,8 +104,10 @@ class TraceRecorder:
         *,
         sampled: bool = True,
         name: str = TRACE_NAME,
+        thread_id: str | None = None,
     ) -> None:
         self.request_id = request_id
+        self.thread_id = thread_id or None
         self.query = query
         self.sampled = sampled
         self.name = name
@@ -165,6 +173,10 @@ class TraceRecorder:
             )
         return span_id
 
+    def annotate(self, metadata: Mapping[str, Any]) -> None:
+        """Add trace metadata learnt along the way (e.g. the standalone query a follow-up was searched with)."""
+        self._metadata.update(metadata)
+
     def set_output(self, answer: str, metadata: Mapping[str, Any] | None = None) -> None:
         """Record the final answer (and extra trace metadata); marks the trace's end time."""
         self._output = {"answer": answer}
@@ -189,6 +201,7 @@ class TraceRecorder:
                 metadata=dict(self._metadata),
                 spans=tuple(self._spans),
                 error=self._error,
+                thread_id=self.thread_id,
             )
         return self._record
 
@@ -196,9 +209,12 @@ class TraceRecorder:
 class Tracer(abc.ABC):
     """Exports finished traces; ``submit`` never blocks the caller and never raises."""
 
-    def start_trace(self, request_id: str, query: str, metadata: Mapping[str, Any] | None = None) -> TraceRecorder:
-        """A recorder for one answer, sampled according to this tracer's rate."""
-        return TraceRecorder(request_id, query, metadata, sampled=self.should_sample())
+    def start_trace(
+        self, request_id: str, query: str, metadata: Mapping[str, Any] | None = None, *, thread_id: str | None = None
+    ) -> TraceRecorder:
+        """A recorder for one answer, sampled according to this tracer's rate; `thread_id` groups the traces of
+        one conversation."""
+        return TraceRecorder(request_id, query, metadata, sampled=self.should_sample(), thread_id=thread_id)
 
     @abc.abstractmethod
     def should_sample(self) -> bool:
@@ -211,6 +227,11 @@ class Tracer(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Flush what is queued within a bounded time and stop; safe to call twice."""
+
+    def submit_feedback(self, feedback: Feedback) -> None:
+        """Hand a reader's score of an answer over for export; never blocks, never raises. This default (a tracer
+        that exports nothing) drops it, counted in ``rag_feedback_scores_total{outcome="dropped"}``."""
+        FEEDBACK_SCORES.labels("dropped").inc()
 
 
 class NoopTracer(Tracer):

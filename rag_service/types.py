@@ -127,6 +127,7 @@ class BackendKind(StrEnum):
     TGI = "tgi"
     SAGEMAKER = "sagemaker"
     ECHO = "echo"
+    OPENAI = "openai"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,3 +193,4 @@ class ModelInfo:
     backend: BackendKind
     max_input_tokens: int
     max_total_tokens: int
+    adapters: tuple[str, ...] = ()  # LoRA adapters the backend serves on the base model

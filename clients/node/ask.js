@@ -3,7 +3,10 @@
 //
 //   node ask.js "How do I build a feature pipeline?" [--target 127.0.0.1:50051] [--author "Paul Iusztin"]
 //               [--top-k 3] [--max-new-tokens 256] [--timeout 120] [--request-id ID]
+//               [--then "a follow-up question" ...] [--conversation-id ID]
 //
+// Each --then asks a follow-up once the previous answer is done, sending the questions and answers so far as the
+// request's history (the service is stateless) and one conversation id (a new UUID unless given).
 // Prints the retrieved sources first (one per document, numbered as the answer cites them, with the evidence
 // that picked them), then the answer text token by token, then the sources it cited, then a summary line on
 // stderr.
@@ -36,7 +39,8 @@ function usage(message) {
   if (message) process.stderr.write(`${message}\n`);
   process.stderr.write(
     'usage: node ask.js "question" [--target host:port] [--author NAME] [--top-k N]\n' +
-      "                   [--max-new-tokens N] [--timeout SECONDS] [--request-id ID]\n",
+      "                   [--max-new-tokens N] [--timeout SECONDS] [--request-id ID]\n" +
+      '                   [--then "follow-up" ...] [--conversation-id ID]\n',
   );
   process.exit(2);
 }
@@ -54,6 +58,8 @@ function parseCommandLine(argv) {
         "max-new-tokens": { type: "string" },
         timeout: { type: "string", default: "120" },
         "request-id": { type: "string", default: "" },
+        then: { type: "string", multiple: true, default: [] },
+        "conversation-id": { type: "string", default: "" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -157,43 +163,73 @@ function describeError(error) {
   return lines.join("\n") + "\n";
 }
 
-function main() {
-  const args = parseCommandLine(process.argv.slice(2));
-  const RagService = loadRagService();
-  const client = new RagService(args.target, grpc.credentials.createInsecure());
-
+// One streamed answer: sources, answer text, citations, summary; resolves with the final message, rejects with the
+// gRPC error (already printed).
+function askOnce(client, args, request) {
   const metadata = new grpc.Metadata();
   if (args["request-id"]) metadata.set("x-request-id", args["request-id"]);
   const deadline = new Date(Date.now() + Number(args.timeout) * 1000);
-  const call = client.AnswerStream(buildRequest(args), metadata, { deadline });
+  return new Promise((resolve, reject) => {
+    const call = client.AnswerStream(request, metadata, { deadline });
+    let answered = false;
+    let final = null;
+    const onSigint = () => call.cancel();
+    // Ctrl-C cancels the call, which stops the generation in the service.
+    process.once("SIGINT", onSigint);
+    call.on("data", (message) => {
+      if (message.event === "context") {
+        printSources(message.context);
+      } else if (message.event === "delta") {
+        answered = true;
+        process.stdout.write(message.delta.text);
+      } else if (message.event === "final") {
+        if (answered) process.stdout.write("\n");
+        final = message.final;
+        printCitations(final);
+        printSummary(final);
+      }
+    });
+    call.on("error", (error) => {
+      process.removeListener("SIGINT", onSigint);
+      if (answered && !final) process.stdout.write("\n");
+      process.stderr.write(describeError(error));
+      reject(error);
+    });
+    call.on("end", () => {
+      process.removeListener("SIGINT", onSigint);
+      resolve(final);
+    });
+  });
+}
 
-  let answered = false;
-  let interrupted = false;
-  call.on("data", (message) => {
-    if (message.event === "context") {
-      printSources(message.context);
-    } else if (message.event === "delta") {
-      answered = true;
-      process.stdout.write(message.delta.text);
-    } else if (message.event === "final") {
-      if (answered) process.stdout.write("\n");
-      printCitations(message.final);
-      printSummary(message.final);
+// A v4 UUID for the conversation's id when none is given.
+function newConversationId() {
+  return require("node:crypto").randomUUID();
+}
+
+async function main() {
+  const args = parseCommandLine(process.argv.slice(2));
+  const RagService = loadRagService();
+  const client = new RagService(args.target, grpc.credentials.createInsecure());
+  const questions = [args.question, ...args.then];
+  // The service is stateless: every follow-up carries the conversation so far.
+  const conversationId = args["conversation-id"] || (questions.length > 1 ? newConversationId() : "");
+  const history = [];
+  try {
+    for (const [i, question] of questions.entries()) {
+      if (i > 0) process.stdout.write(`\nFollow-up: ${question}\n`);
+      const request = { ...buildRequest({ ...args, question }), history: [...history], conversation_id: conversationId };
+      const final = await askOnce(client, args, request);
+      if (!final) break;
+      history.push({ role: "TURN_ROLE_USER", content: question });
+      if (final.answer.trim()) history.push({ role: "TURN_ROLE_ASSISTANT", content: final.answer });
+      else history.pop(); // an empty answer is no turn; nor is its question
     }
-  });
-  call.on("error", (error) => {
-    if (answered) process.stdout.write("\n");
-    process.stderr.write(describeError(error));
-    process.exitCode = interrupted ? 130 : 1;
+  } catch (error) {
+    process.exitCode = error.code === grpc.status.CANCELLED ? 130 : 1;
+  } finally {
     client.close();
-  });
-  call.on("end", () => client.close());
-
-  // Ctrl-C cancels the call, which stops the generation in the service.
-  process.once("SIGINT", () => {
-    interrupted = true;
-    call.cancel();
-  });
+  }
 }
 
 main();

@@ -1,4 +1,5 @@
-"""POST /v1/answer (one JSON answer) and POST /v1/answer/stream (server-sent events)."""
+"""POST /v1/answer (one JSON answer) and POST /v1/answer/stream (server-sent events); a follow-up question carries
+the conversation so far (`history`, `conversation_id`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from gateway.disconnect import until_disconnected
 from gateway.errors import ERROR_RESPONSES, ApiError, from_rpc_error
 from gateway.metrics import Metrics
 from gateway.models import (
+    DEFAULT_MAX_HISTORY_TURNS,
     AnswerRequest,
     AnswerResponse,
     answer_from_proto,
@@ -38,9 +40,9 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_router(max_query_chars: int) -> APIRouter:
-    """The answer routes, with requests validated for this query length limit."""
-    model = answer_request_model(max_query_chars)
+def build_router(max_query_chars: int, max_history_turns: int = DEFAULT_MAX_HISTORY_TURNS) -> APIRouter:
+    """The answer routes, with requests validated for these limits on the question and the history."""
+    model = answer_request_model(max_query_chars, max_history_turns)
     router = APIRouter(tags=["answer"])
     router.add_api_route("/v1/answer", with_body(answer, model), methods=["POST"], responses=ERROR_RESPONSES)
     router.add_api_route(
@@ -58,7 +60,9 @@ async def answer(body: AnswerRequest, request: Request, stub: Stub, settings: Se
     citations)."""
     request_id = adopt_request_id(request, body.request_id)
     call = stub.Answer(
-        answer_request_to_proto(body), metadata=rpc_metadata(request_id), timeout=settings.request_timeout_s
+        answer_request_to_proto(body, settings.max_history_chars),
+        metadata=rpc_metadata(request_id),
+        timeout=settings.request_timeout_s,
     )
     return answer_from_proto(await until_disconnected(request, call, call))
 
@@ -70,7 +74,7 @@ async def answer_stream(
     request_id = adopt_request_id(request, body.request_id)
     stream = await open_answer_stream(
         stub,
-        answer_request_to_proto(body),
+        answer_request_to_proto(body, settings.max_history_chars),
         http=request,
         request_id=request_id,
         deadline_s=settings.request_timeout_s,

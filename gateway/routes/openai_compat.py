@@ -1,6 +1,17 @@
 """OpenAI-compatible API: POST /v1/chat/completions (streaming or not) and GET /v1/models.
 
-The last user message is the RAG query; earlier turns and system messages are not used. Retrieval
+The last user message is the RAG query and the whole messages list before it is the conversation
+(`AnswerRequest.history`), mapped by this policy:
+
+- earlier user messages become user turns, earlier assistant messages assistant turns (text parts joined; an
+  assistant message without text, e.g. only tool calls, is left out, and so are tool and function messages and
+  anything after the last user message); an assistant message longer than GATEWAY_MAX_QUERY_CHARS keeps its start;
+- every system and developer message (wherever it stands) is joined, blank-line separated, into the one system
+  turn, an extra instruction added to the twin's own, cut to its first 1000 characters (RAG_MAX_INSTRUCTION_CHARS);
+- of the rest, the most recent turns that fit GATEWAY_MAX_HISTORY_TURNS and GATEWAY_MAX_HISTORY_CHARS are sent
+  (older ones are left out, as a chat keeps to its context window): a long chat is never refused for its length.
+
+The non-standard `conversation_id` field groups a chat's answers (one thread in the traces). Retrieval
 options can ride along as the non-standard `options` field (`extra_body={"options": {...}}`), and the
 sources the answer cites come back as the non-standard top-level `citations` field of the completion (or of
 the streamed chunk with the finish_reason); SDKs that do not know these fields ignore them.
@@ -31,10 +42,16 @@ from gateway.disconnect import until_disconnected
 from gateway.errors import OPENAI_ERROR_RESPONSES, ApiError, from_http_status, from_rpc_error, from_validation_error
 from gateway.metrics import Metrics
 from gateway.models import (
+    CONVERSATION_ID_PATTERN,
+    DEFAULT_MAX_HISTORY_CHARS,
+    DEFAULT_MAX_HISTORY_TURNS,
     DEFAULT_MAX_QUERY_CHARS,
+    MAX_INSTRUCTION_CHARS,
     MAX_STOP_SEQUENCES,
     NOT_BLANK_PATTERN,
     AnswerRequest,
+    ConversationTurn,
+    DialogueTurn,
     GenerationParameters,
     JsonSafeUInt,
     MaxNewTokens,
@@ -42,11 +59,13 @@ from gateway.models import (
     Query,
     RetrievalOptions,
     StopSequence,
+    SystemTurn,
     Temperature,
     Text,
     TopP,
     answer_request_to_proto,
     encodable,
+    fit_history,
     query_type,
 )
 from gateway.streaming import AnswerStream, open_answer_stream
@@ -156,7 +175,8 @@ class UserMessage(BaseModel):
 
 
 class OtherMessage(BaseModel):
-    """A system, developer, assistant or tool turn; not used for the answer."""
+    """A system, developer, assistant or tool turn: system and developer text is the extra instruction, assistant text
+    an earlier answer; tool turns are not used."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "assistant", "tool", "function"]
@@ -166,6 +186,12 @@ class OtherMessage(BaseModel):
     @classmethod
     def _encodable_content(cls, value: Any) -> Any:
         return _encodable_text(value)
+
+    def text(self) -> str:
+        """The message's text, text parts joined ("" without content)."""
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content if part.type == "text")
+        return self.content or ""
 
 
 class StreamOptions(BaseModel):
@@ -182,7 +208,8 @@ class ChatCompletionRequest(BaseModel):
     model: str = ""
     messages: list[Annotated[UserMessage | OtherMessage, Field(discriminator="role")]] = Field(
         min_length=1,
-        description="The last user message is the question; there must be one.",
+        description="The last user message is the question (there must be one); the messages before it are the "
+        "conversation: user and assistant turns, system and developer messages joined as an extra instruction.",
         json_schema_extra={"contains": _A_USER_MESSAGE},
     )
     stream: bool = False
@@ -196,6 +223,11 @@ class ChatCompletionRequest(BaseModel):
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     seed: JsonSafeUInt | None = Field(default=None, description="0 to 2^53 - 1 (exact in JSON).")
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
+    conversation_id: str = Field(
+        default="",
+        pattern=CONVERSATION_ID_PATTERN,
+        description="Non-standard: groups a chat's answers (at most 128 printable ASCII characters).",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -204,9 +236,28 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("must contain a user message (the question)")
         return value
 
-    def to_answer_request(self) -> AnswerRequest:
-        """The RAG question: the last user message, with the sampling parameters translated."""
-        query = next(m.text() for m in reversed(self.messages) if isinstance(m, UserMessage))
+    def to_answer_request(
+        self,
+        max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+        max_history_turns: int = DEFAULT_MAX_HISTORY_TURNS,
+        max_history_chars: int = DEFAULT_MAX_HISTORY_CHARS,
+    ) -> AnswerRequest:
+        """The RAG question: the last user message, the messages before it as the history (the module's policy),
+        with the sampling parameters translated."""
+        last = max(i for i, m in enumerate(self.messages) if isinstance(m, UserMessage))
+        query = self.messages[last].text()  # type: ignore[union-attr]
+        history: list[ConversationTurn] = []
+        for message in self.messages[:last]:
+            text = message.text()
+            if message.role in ("user", "assistant") and text.strip():
+                history.append(DialogueTurn.model_construct(role=message.role, content=text[:max_query_chars]))
+        instruction = "\n\n".join(
+            text
+            for m in self.messages
+            if isinstance(m, OtherMessage) and m.role in ("system", "developer") and (text := m.text()).strip()
+        )[:MAX_INSTRUCTION_CHARS]
+        if instruction.strip():
+            history.insert(0, SystemTurn.model_construct(role="system", content=instruction))
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         parameters = GenerationParameters(
             max_new_tokens=self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens,
@@ -218,7 +269,14 @@ class ChatCompletionRequest(BaseModel):
             seed=self.seed,
         )
         # Validated already (as a user message's text), so not again against the default limit.
-        return AnswerRequest.model_construct(query=query, options=self.options, parameters=parameters, request_id="")
+        return AnswerRequest.model_construct(
+            query=query,
+            options=self.options,
+            parameters=parameters,
+            request_id="",
+            history=fit_history(history, max_history_turns, max_history_chars),
+            conversation_id=self.conversation_id,
+        )
 
 
 def chat_request_model(max_query_chars: int) -> type[ChatCompletionRequest]:
@@ -259,9 +317,11 @@ async def list_models(settings: SettingsDep) -> dict[str, Any]:
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, stub: Stub, settings: SettingsDep, metrics: MetricsDep
 ) -> Response:
-    """Answer the last user message, as an OpenAI chat completion or a stream of completion chunks."""
+    """Answer the last user message, the messages before it as the conversation, as an OpenAI chat completion or a
+    stream of completion chunks."""
     request_id = adopt_request_id(request)
-    rag_request = answer_request_to_proto(body.to_answer_request())
+    question = body.to_answer_request(settings.max_query_chars, settings.max_history_turns, settings.max_history_chars)
+    rag_request = answer_request_to_proto(question, settings.max_history_chars)
     base = {"id": f"chatcmpl-{request_id}", "created": int(time.time()), "model": settings.model_name}
     if body.stream:
         stream = await open_answer_stream(

@@ -3,6 +3,12 @@
 The system instruction is the same for every request and comes first, so an engine that reuses a cached
 prompt prefix (llama.cpp's slots, vLLM's and TGI's prefix caching) prefills it once; what varies (author,
 context, question) follows in the user turn.
+
+A conversation's earlier turns come between the two: real user/assistant messages in the model's chat
+template, or folded into the Alpaca instruction ("The conversation so far"). The caller's extra instruction
+(its system turn, at most RAG_MAX_INSTRUCTION_CHARS) follows the service's own in the system message, marked
+as the reader's, so the service's rules (context only, citations) come first. Fitting the prompt to the
+model drops the oldest turns first; the context and the question are only cut once no turn is left.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from rag_service.conversation import Conversation, Role
 from rag_service.errors import InvalidArgument
 from rag_service.pipeline.sources import Source
 from rag_service.types import Author, Prompt
@@ -33,6 +40,8 @@ class BuiltPrompt:
     used: list[Source]
     tokens: int
     dropped: int
+    history_used: int = 0  # earlier turns of the conversation the prompt kept (the most recent ones)
+    history_dropped: int = 0
 
 
 def context_block(source: Source) -> str:
@@ -54,11 +63,33 @@ def writing_of(sources: Sequence[Source], author: Author | None) -> str:
     return "the writing of " + (names_list(names) or "the author")
 
 
-def render(query: str, sources: Sequence[Source], author: Author | None, style: str) -> Prompt:
-    """The prompt for these sources: chat messages (the model's own template) or Alpaca text."""
+def system_message(instruction: str) -> str:
+    """The service's instruction, then the caller's extra one (a conversation's system turn) when given."""
+    if not instruction:
+        return SYSTEM
+    return f"{SYSTEM}\n\nThe reader adds this instruction (the rules above come first): {instruction}"
+
+
+def render(
+    query: str,
+    sources: Sequence[Source],
+    author: Author | None,
+    style: str,
+    conversation: Conversation | None = None,
+) -> Prompt:
+    """The prompt for these sources: chat messages (the model's own template) or Alpaca text, with the
+    conversation's turns between the instruction and the question."""
+    conversation = conversation or Conversation()
     context = "\n\n".join(context_block(s) for s in sources) or "(no context found)"
     user = f"Context from {writing_of(sources, author)}:\n{context}\n\nQuestion: {query}"
-    return Prompt.instruction(SYSTEM, user, style)
+    system = system_message(conversation.instruction)
+    turns = conversation.dialogue
+    if not turns:
+        return Prompt.instruction(system, user, style)
+    if style == "alpaca":
+        said = "\n".join(f"{'Reader' if t.role == Role.USER else 'You'}: {t.content}" for t in turns)
+        return Prompt.instruction(f"{system}\n\nThe conversation so far:\n{said}", user, style)
+    return Prompt(messages=(("system", system), *((t.role.value, t.content) for t in turns), ("user", user)))
 
 
 async def fit_prompt(
@@ -69,15 +100,25 @@ async def fit_prompt(
     style: str,
     budget: int,
     count: Callable[[Prompt], Awaitable[int]],
+    conversation: Conversation | None = None,
 ) -> BuiltPrompt:
-    """The fullest prompt within `budget` tokens: the lowest-ranked source goes first, then the last kept
-    one is shortened; the question is never cut (a question that alone exceeds the budget is rejected)."""
+    """The fullest prompt within `budget` tokens: the oldest earlier turn goes first, then the lowest-ranked
+    source, then the last kept one is shortened; the question is never cut (a question that alone exceeds the
+    budget is rejected). The system turn stays (it is bounded at the edge)."""
     kept = list(sources)
+    conversation = conversation or Conversation()
+    turns = list(conversation.dialogue)
+    total_turns = len(turns)
+    instruction = [t for t in conversation.turns if t.role == Role.SYSTEM]
     while True:
-        prompt = render(query, kept, author, style)
+        shown = Conversation((*instruction, *turns), conversation.conversation_id)
+        prompt = render(query, kept, author, style, shown)
         tokens = await count(prompt)
         if tokens <= budget:
-            return BuiltPrompt(prompt, kept, tokens, len(sources) - len(kept))
+            return BuiltPrompt(prompt, kept, tokens, len(sources) - len(kept), len(turns), total_turns - len(turns))
+        if turns:
+            turns.pop(0)
+            continue
         if len(kept) > 1:
             kept.pop()
             continue

@@ -17,6 +17,7 @@ from tests.support.procs import ROOT
 SCREENSHOT = ROOT / "artifacts" / "e2e_chat_page.png"
 CANCELLED_STREAMS = 'llm_requests_total{code="CANCELLED",method="GenerateStream"}'
 FINISHED_STREAMS = 'llm_requests_total{code="OK",method="GenerateStream"}'
+LAST = "#thread > .turn:last-child"  # the thread's newest turn
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,7 +46,7 @@ async def llm_metric(stack: Stack, sample: str) -> float:
 
 async def answer_state(page: Page) -> str:
     """The page's answer state: idle, waiting, streaming, done, stopped or error."""
-    return await page.get_attribute("#answer", "data-state") or ""
+    return await page.get_attribute(f"{LAST} .answer", "data-state") or ""
 
 
 async def watch_it_grow(page: Page, timeout_s: float = 30) -> list[str]:
@@ -57,7 +58,7 @@ async def watch_it_grow(page: Page, timeout_s: float = 30) -> list[str]:
         assert state != "error", await page.locator("#error").inner_text()
         if state == "done":
             return []
-        text = await page.locator("#answer").inner_text()
+        text = await page.locator(f"{LAST} .answer").inner_text()
         if text and (not seen or text != seen[-1]):
             seen.append(text)
         await asyncio.sleep(0.05)
@@ -67,7 +68,6 @@ async def watch_it_grow(page: Page, timeout_s: float = 30) -> list[str]:
 async def test_ask_see_sources_and_tokens_then_stop_cancels_the_generation(browser: Browser, stack: Stack) -> None:
     page = await browser.new_page(viewport={"width": 1000, "height": 900})
     await page.goto(stack.gateway_url + "/")
-    await page.fill("#query", stack.question)
 
     # No max-tokens field on the page: answers run to the RAG default of 256 new tokens, unless the model ends
     # one early (about one answer in four ends after ~16 tokens). If the model finished before Stop reached
@@ -75,15 +75,18 @@ async def test_ask_see_sources_and_tokens_then_stop_cancels_the_generation(brows
     for _ in range(6):
         cancelled_before = await llm_metric(stack, CANCELLED_STREAMS)
         finished_before = await llm_metric(stack, FINISHED_STREAMS)
+        await page.fill("#query", stack.question)  # each ask is a new turn of the thread
         await page.click("#ask")
-        await page.locator("#sources li").first.wait_for(timeout=30_000)
+        await page.locator(f"{LAST} .sources li").first.wait_for(timeout=30_000)
         seen = await watch_it_grow(page)
         if not seen:
             continue
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
         await page.click("#stop", force=True)  # a no-op when the answer ended just before: retried
-        await page.wait_for_function("document.getElementById('answer').dataset.state !== 'streaming'")
+        await page.wait_for_function(
+            "document.querySelector('#thread > .turn:last-child .answer').dataset.state !== 'streaming'"
+        )
         if await answer_state(page) != "stopped":
             continue
         for _ in range(300):  # the cancellation travels page → gateway → RAG → LLM service (up to 30 s)
@@ -98,12 +101,12 @@ async def test_ask_see_sources_and_tokens_then_stop_cancels_the_generation(brows
     else:
         raise AssertionError("every answer ended before Stop could cancel it")
 
-    sources = await page.locator("#sources li").all_inner_texts()
+    sources = await page.locator(f"{LAST} .sources li").all_inner_texts()
     assert sources and all(f"{stack.author} · " in source for source in sources)
     assert any("Continuous batching on a single A10G" in source for source in sources)
     # The answer arrived token by token: ever longer prefixes of what was shown when Stop was pressed.
-    stopped = await page.locator("#answer").inner_text()
+    stopped = await page.locator(f"{LAST} .answer").inner_text()
     assert all(stopped.startswith(text) for text in seen) and len(seen) == 3
-    assert await page.locator("#answer").inner_text() == stopped
+    assert await page.locator(f"{LAST} .answer").inner_text() == stopped
     assert await page.is_enabled("#ask") and not await page.is_enabled("#stop")
     assert await page.is_hidden("#error")

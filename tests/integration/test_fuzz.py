@@ -46,6 +46,7 @@ UNARY_REQUEST_METHODS = [
     ("llmtwin.rag.v1.RagService", "Answer", pb.AnswerRequest, False),
     ("llmtwin.rag.v1.RagService", "AnswerStream", pb.AnswerRequest, True),
     ("llmtwin.rag.v1.RagService", "Retrieve", pb.RetrieveRequest, False),
+    ("llmtwin.rag.v1.RagService", "SubmitFeedback", pb.SubmitFeedbackRequest, False),
 ]
 
 

@@ -9,6 +9,7 @@ Routes answered like the real server:
 - ``POST /api/v1/private/spans/batch``     → 204, body ``{"spans": [...]}``
 - ``POST /api/v1/private/traces`` / ``spans`` (unbatched creates) → 201
 - ``PATCH`` on a trace or span               → 204
+- ``PUT  /api/v1/private/traces/feedback-scores`` → 204, body ``{"scores": [...]}`` (trace feedback scores)
 - anything else                               → 200 ``{}``, and the route is logged in ``unknown``
 """
 
@@ -24,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _API = "/api"
+_TRACE_SCORES = "/v1/private/traces/feedback-scores"
 
 
 class FakeOpik:
@@ -37,6 +39,7 @@ class FakeOpik:
         self.unknown: list[tuple[str, str]] = []
         self._traces: list[dict[str, Any]] = []
         self._spans: list[dict[str, Any]] = []
+        self._scores: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -68,6 +71,18 @@ class FakeOpik:
         with self._lock:
             return list(self._spans)
 
+    @property
+    def feedback_scores(self) -> list[dict[str, Any]]:
+        """Every trace feedback score received so far (``id`` is the trace's), as the JSON objects the SDK sent."""
+        with self._lock:
+            return list(self._scores)
+
+    @property
+    def thread_ids(self) -> list[str | None]:
+        """The thread id of every trace received so far (None where a trace has none), in arrival order."""
+        with self._lock:
+            return [t.get("thread_id") for t in self._traces]
+
     def wait_for_request(self, path_suffix: str, timeout_s: float = 5.0) -> bool:
         """Block until a request whose path ends with ``path_suffix`` arrived (answered or not)."""
         deadline = time.monotonic() + timeout_s
@@ -79,11 +94,11 @@ class FakeOpik:
                 self._changed.wait(left)
         return True
 
-    def wait_for(self, *, traces: int = 0, spans: int = 0, timeout_s: float = 5.0) -> bool:
-        """Block until at least this many traces and spans arrived; False on timeout."""
+    def wait_for(self, *, traces: int = 0, spans: int = 0, scores: int = 0, timeout_s: float = 5.0) -> bool:
+        """Block until at least this many traces, spans and feedback scores arrived; False on timeout."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
-            while len(self._traces) < traces or len(self._spans) < spans:
+            while len(self._traces) < traces or len(self._spans) < spans or len(self._scores) < scores:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -133,6 +148,8 @@ class FakeOpik:
                     self._traces.append(body)
                 elif method == "POST" and path.endswith("/v1/private/spans"):
                     self._spans.append(body)
+                elif method == "PUT" and path.endswith(_TRACE_SCORES):
+                    self._scores.extend(body.get("scores", []))
             self._changed.notify_all()
 
 
@@ -194,6 +211,8 @@ def _handler_for(fake: FakeOpik) -> type[BaseHTTPRequestHandler]:
             elif method == "POST" and path.endswith(("/v1/private/traces", "/v1/private/spans")):
                 self._answer(201)
             elif method == "PATCH" and "/v1/private/" in path:
+                self._answer(204)
+            elif method == "PUT" and path.endswith(_TRACE_SCORES):
                 self._answer(204)
             else:
                 with fake._lock:

@@ -17,8 +17,9 @@ It implements llmtwin.rag.v1.RagService and grpc.health.v1 on 127.0.0.1, port 0:
   (``cancelled`` is set when a client cancels a stream or an ``Answer`` call, ``cancelled_at`` says when;
   ``cancelled_calls`` counts them).
 - ``validate`` (RAG service settings), when given, checks each request with the RAG service's own rules
-  (``rag_service.convert``: query, retrieval options, generation parameters) and refuses it with the same
-  INVALID_ARGUMENT status, so that a client's idea of what is valid can be tested without the whole chain.
+  (``rag_service.convert``: query, retrieval options, generation parameters, history and conversation id) and
+  refuses it with the same INVALID_ARGUMENT status, so that a client's idea of what is valid can be tested
+  without the whole chain.
 
     async with serve_fake_rag(FakeRag(delay_s=0.05)) as rag:
         channel = grpc.aio.insecure_channel(rag.target)
@@ -39,6 +40,7 @@ from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
 from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 from llmtwin.rag.v1 import rag_service_pb2_grpc
 from rag_service import convert
+from rag_service.feedback import make_feedback
 from rag_service.pipeline.sources import CITATION
 from rag_service.settings import Settings as RagSettings
 from servekit.errors import InvalidArgument, ServiceError, to_status
@@ -168,6 +170,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         final_answer: str | None = None,
         validate: RagSettings | None = None,
         hold_context: asyncio.Event | None = None,
+        trace_id: str = "",
     ) -> None:
         self.answer = answer
         self.delay_s = delay_s
@@ -179,6 +182,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         self.final_answer = final_answer  # the final's text when it differs from the deltas (loop guard)
         self.validate = validate
         self.hold_context = hold_context
+        self.trace_id = trace_id  # the final's trace id ("": traces off)
         self.requests: list[rag_pb2.AnswerRequest] = []
         self.request_ids: list[str] = []
         self.deltas_sent = 0
@@ -187,6 +191,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         self.cancelled_calls = 0
         self.rejected = 0
         self.completed = 0
+        self.feedback: list[rag_pb2.SubmitFeedbackRequest] = []  # SubmitFeedback calls, accepted or not
 
     def pieces(self) -> list[str]:
         """The deltas of the answer: one per word, spaces kept, so they concatenate to the answer."""
@@ -229,6 +234,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
                 rag_pb2.StepTiming(step="generate", seconds=0.2),
             ],
             request_id=request_id,
+            trace_id=self.trace_id,
             time_to_first_token_s=0.05,
             total_time_s=0.25,
             model_id="fake-model",
@@ -279,6 +285,21 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         self.completed += 1
         return rag_pb2.AnswerResponse(context=self.context(), final=self.final(request_id))
 
+    async def SubmitFeedback(
+        self, request: rag_pb2.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> rag_pb2.SubmitFeedbackResponse:
+        """Records the rating; fails as ``fail`` says, and checks it with the RAG service's rules under ``validate``."""
+        self.feedback.append(request)
+        if self.validate is not None:
+            try:
+                make_feedback(request.trace_id, request.rating, request.comment)
+            except ServiceError as error:
+                self.rejected += 1
+                await context.abort_with_status(to_status(error, DOMAIN))
+        if self.fail:
+            await context.abort_with_status(self.fail.status())
+        return rag_pb2.SubmitFeedbackResponse()
+
     def _cancelled(self) -> None:
         self.cancelled_at = time.monotonic()
         self.cancelled_calls += 1
@@ -290,6 +311,7 @@ class FakeRag(rag_service_pb2_grpc.RagServiceServicer):
         try:
             convert.query_and_options(request.query, request.options, self.validate)
             convert.parameters_from_proto(request.parameters)
+            convert.conversation_from_proto(request.history, request.conversation_id, self.validate)
         except ServiceError as error:
             self.rejected += 1
             await context.abort_with_status(to_status(error, DOMAIN))

@@ -312,3 +312,87 @@ def test_finish_reason_length_is_reported_by_name() -> None:
 
     final = final_from_proto(rag_pb2.AnswerFinal(finish_reason=llm_pb2.FINISH_REASON_LENGTH))
     assert final.finish_reason == "length"
+
+
+FOLLOW_UP = {
+    "query": "How is it trained?",
+    "conversation_id": "c0ffee00-1234-4abc-8def-0123456789ab",
+    "history": [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": "What is an LLM twin?"},
+        {"role": "assistant", "content": "A model that writes like you [1]."},
+    ],
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/answer", "/v1/answer/stream"])
+async def test_a_follow_up_passes_its_history_and_conversation_id(
+    client: httpx.AsyncClient, fake: FakeRag, path: str
+) -> None:
+    response = await client.post(path, json=FOLLOW_UP)
+
+    assert response.status_code == 200
+    sent = fake.requests[-1]
+    assert sent.query == "How is it trained?" and sent.conversation_id == FOLLOW_UP["conversation_id"]
+    assert [(t.role, t.content) for t in sent.history] == [
+        (rag_pb2.TURN_ROLE_SYSTEM, "Answer in one sentence."),
+        (rag_pb2.TURN_ROLE_USER, "What is an LLM twin?"),
+        (rag_pb2.TURN_ROLE_ASSISTANT, "A model that writes like you [1]."),
+    ]
+
+
+async def test_the_context_says_what_was_searched(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    response = await client.post("/v1/answer", json=FOLLOW_UP)
+    # The fake searches the question as asked; the field is passed through.
+    assert response.json()["context"]["standalone_query"] == ""
+
+
+@pytest.mark.parametrize(
+    ("history", "field"),
+    [
+        ([{"role": "system", "content": "a"}, {"role": "system", "content": "b"}], "history"),
+        ([{"role": "user", "content": "  "}], "history.0.content"),
+        ([{"role": "assistant", "content": ""}], "history.0.content"),
+        ([{"role": "tool", "content": "x"}], "history.0"),
+        ([{"role": "system", "content": "x" * 1001}], "history.0.content"),
+        ([{"role": "user", "content": "x" * 2001}], "history.0.content"),
+        ([{"role": "user", "content": "q"}] * 21, "history"),
+    ],
+)
+async def test_a_history_outside_its_bounds_is_refused_by_the_gateway(
+    client: httpx.AsyncClient, fake: FakeRag, history: list[dict[str, str]], field: str
+) -> None:
+    response = await client.post("/v1/answer", json={"query": "Why?", "history": history})
+
+    assert response.status_code == 422
+    assert response.json()["error"]["field_violations"][0]["field"] == field
+    assert fake.requests == []
+
+
+async def test_a_bad_conversation_id_is_refused(client: httpx.AsyncClient, fake: FakeRag) -> None:
+    for conversation_id in ["x" * 129, "caf\u00e9", "tab\there"]:
+        response = await client.post("/v1/answer", json={"query": "Why?", "conversation_id": conversation_id})
+        assert response.status_code == 422, conversation_id
+        assert response.json()["error"]["field_violations"][0]["field"] == "conversation_id"
+    assert fake.requests == []
+
+
+async def test_a_long_history_keeps_the_instruction_and_the_most_recent_turns_that_fit(
+    rag: FakeRagServer, fake: FakeRag
+) -> None:
+    history = [{"role": "system", "content": "Be brief."}]
+    for i in range(6):
+        history += [
+            {"role": "user", "content": f"q{i} " + "x" * 96},
+            {"role": "assistant", "content": f"a{i} " + "y" * 96},
+        ]
+    app = create_app(Settings(rag_target=rag.target, request_timeout_s=10, max_history_chars=9 + 5 * 99 + 50))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            response = await http.post("/v1/answer", json={"query": "And?", "history": history})
+
+    assert response.status_code == 200
+    sent = [t.content[:2] for t in fake.requests[-1].history]
+    # Five turns of 99 characters fit after the instruction; the fifth-newest is an answer whose question did not
+    # fit, so it is left out as well.
+    assert sent == ["Be", "q4", "a4", "q5", "a5"]

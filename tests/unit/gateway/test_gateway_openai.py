@@ -9,8 +9,12 @@ import httpx
 import openai
 import pytest
 
+from gateway.app import create_app
+from gateway.settings import Settings
 from llmtwin.llm.v1 import llm_service_pb2 as llm_pb2
-from tests.support.fake_rag import DEFAULT_CITATIONS, Failure, FakeRag
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
+from tests.support.fake_rag import DEFAULT_CITATIONS, Failure, FakeRag, FakeRagServer
+from tests.support.gateway import serving
 
 
 @pytest.fixture
@@ -162,3 +166,70 @@ async def test_a_failure_mid_stream_raises_in_the_client(client: openai.AsyncOpe
     with pytest.raises(openai.APIError, match="LLM service went away"):
         async for _ in stream:
             pass
+
+
+USER, ASSISTANT, SYSTEM = rag_pb2.TURN_ROLE_USER, rag_pb2.TURN_ROLE_ASSISTANT, rag_pb2.TURN_ROLE_SYSTEM
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_multi_turn_chat_sends_the_earlier_turns_as_history(
+    client: openai.AsyncOpenAI, fake: FakeRag, stream: bool
+) -> None:
+    # A chat as an SDK user builds it: the first answer appended, then the follow-up.
+    messages: list[dict[str, object]] = [
+        {"role": "system", "content": "You are my twin."},
+        {"role": "user", "content": "What is an LLM twin?"},
+    ]
+    first = await client.chat.completions.create(model="llm-twin", messages=messages)  # type: ignore[arg-type]
+    assert [(t.role, t.content) for t in fake.requests[-1].history] == [(SYSTEM, "You are my twin.")]
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "developer", "content": [{"type": "text", "text": "Cite your sources."}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "ignored"},
+        {"role": "user", "content": [{"type": "text", "text": "How is "}, {"type": "text", "text": "it trained?"}]},
+    ]
+    if stream:
+        chunks = await client.chat.completions.create(
+            model="llm-twin",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            extra_body={"conversation_id": "chat-42"},
+        )
+        assert "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices]) == fake.answer
+    else:
+        completion = await client.chat.completions.create(
+            model="llm-twin",
+            messages=messages,  # type: ignore[arg-type]
+            extra_body={"conversation_id": "chat-42"},
+        )
+        assert completion.choices[0].message.content == fake.answer
+
+    sent = fake.requests[-1]
+    assert sent.query == "How is it trained?" and sent.conversation_id == "chat-42"
+    assert [(t.role, t.content) for t in sent.history] == [
+        (SYSTEM, "You are my twin.\n\nCite your sources."),
+        (USER, "What is an LLM twin?"),
+        (ASSISTANT, fake.answer),
+    ]
+
+
+async def test_a_long_chat_is_cut_to_the_history_bounds_not_refused(rag: FakeRagServer, fake: FakeRag) -> None:
+    messages: list[dict[str, str]] = [{"role": "system", "content": "s" * 1500}]
+    for i in range(15):
+        messages += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i} " + "y" * 2500}]
+    messages += [{"role": "assistant", "content": ""}, {"role": "user", "content": "Last?"}]
+    settings = Settings(rag_target=rag.target, request_timeout_s=10, max_history_turns=6, max_history_chars=7000)
+    async with serving(create_app(settings)) as url:
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as oai:
+            await oai.chat.completions.create(model="llm-twin", messages=messages)  # type: ignore[arg-type]
+
+    sent = fake.requests[-1]
+    assert sent.query == "Last?"
+    roles = [t.role for t in sent.history]
+    lengths = [len(t.content) for t in sent.history]
+    # The instruction cut to 1000 characters, each answer to 2000 (the question limit), the empty answer left out;
+    # then the most recent turns within 6 turns and 7000 characters: five from a12 on, and a12 without its
+    # question is left out too.
+    assert roles == [SYSTEM, USER, ASSISTANT, USER, ASSISTANT]
+    assert lengths == [1000, 3, 2000, 3, 2000]
+    assert [t.content[:3] for t in sent.history[1:]] == ["q13", "a13", "q14", "a14"]

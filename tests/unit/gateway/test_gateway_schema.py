@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 
 from gateway.app import create_app
-from gateway.models import DEFAULT_MAX_QUERY_CHARS, MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, NOT_BLANK_PATTERN
+from gateway.models import (
+    DEFAULT_MAX_HISTORY_CHARS,
+    DEFAULT_MAX_HISTORY_TURNS,
+    DEFAULT_MAX_QUERY_CHARS,
+    MAX_INSTRUCTION_CHARS,
+    MAX_STOP_LENGTH,
+    MAX_STOP_SEQUENCES,
+    NOT_BLANK_PATTERN,
+)
 from gateway.settings import Settings
 from rag_service.settings import Settings as RagSettings
 from servekit import limits
@@ -60,11 +68,25 @@ def test_the_schema_states_the_query_rules_and_the_contract_ranges() -> None:
     assert (user["minLength"], user["maxLength"], user["pattern"]) == (1, 2000, NOT_BLANK_PATTERN)
     messages = schemas["ChatCompletionRequest"]["properties"]["messages"]
     assert messages["contains"]["properties"]["role"] == {"const": "user"}
+    history = schemas["AnswerRequest"]["properties"]["history"]
+    assert history["maxItems"] == 20 and (history["minContains"], history["maxContains"]) == (0, 1)
+    assert history["contains"]["properties"]["role"] == {"const": "system"}
+    dialogue = schemas["DialogueTurn"]["properties"]["content"]
+    assert (dialogue["minLength"], dialogue["maxLength"], dialogue["pattern"]) == (1, 2000, NOT_BLANK_PATTERN)
+    system = schemas["SystemTurn"]["properties"]["content"]
+    assert (system["minLength"], system["maxLength"], system["pattern"]) == (1, 1000, NOT_BLANK_PATTERN)
+    assert schemas["AnswerRequest"]["properties"]["conversation_id"]["pattern"] == "^[ -~]{0,128}$"
 
 
 def test_the_limits_are_the_rag_service_ones() -> None:
     assert DEFAULT_MAX_QUERY_CHARS == RagSettings().max_query_chars == Settings().max_query_chars
     assert (MAX_STOP_SEQUENCES, MAX_STOP_LENGTH) == (limits.MAX_STOP_SEQUENCES, limits.MAX_STOP_LENGTH)
+    rag = RagSettings()
+    # The gateway may send fewer turns than the RAG service takes, never more; the same characters; the same
+    # instruction limit.
+    assert DEFAULT_MAX_HISTORY_TURNS == Settings().max_history_turns <= rag.max_history_turns
+    assert DEFAULT_MAX_HISTORY_CHARS == Settings().max_history_chars <= rag.max_history_chars
+    assert MAX_INSTRUCTION_CHARS == rag.max_instruction_chars
 
 
 def test_not_blank_is_what_python_strips() -> None:
@@ -76,7 +98,10 @@ def test_not_blank_is_what_python_strips() -> None:
 
 async def test_a_configured_query_limit_is_stated_and_enforced() -> None:
     fake = FakeRag(validate=RagSettings(max_query_chars=10))
-    async with serve_fake_rag(fake) as rag, serving_gateway(rag.target, max_query_chars=10) as url:
+    async with (
+        serve_fake_rag(fake) as rag,
+        serving_gateway(rag.target, max_query_chars=10, max_history_turns=2) as url,
+    ):
         async with httpx.AsyncClient(base_url=url) as http:
             schemas = (await http.get("/openapi.json")).json()["components"]["schemas"]
             too_long = await http.post("/v1/answer", json={"query": "x" * 11})
@@ -85,11 +110,21 @@ async def test_a_configured_query_limit_is_stated_and_enforced() -> None:
                 json={"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 11}]}]},
             )
             at_limit = await http.post("/v1/answer", json={"query": "x" * 10})
+            turn = {"role": "user", "content": "x" * 10}
+            history_ok = await http.post("/v1/answer", json={"query": "y", "history": [turn, turn]})
+            too_many = await http.post("/v1/answer", json={"query": "y", "history": [turn] * 3})
+            too_long_turn = await http.post(
+                "/v1/answer", json={"query": "y", "history": [{**turn, "content": "x" * 11}]}
+            )
 
     assert schemas["AnswerRequest"]["properties"]["query"]["maxLength"] == 10
     assert schemas["UserMessage"]["properties"]["content"]["anyOf"][0]["maxLength"] == 10
     assert too_long.status_code == 422
     assert too_long.json()["error"]["field_violations"][0]["field"] == "query"
     assert chat_too_long.status_code == 422 and chat_too_long.json()["error"]["param"] == "messages.0"
-    assert at_limit.status_code == 200
-    assert [r.query for r in fake.requests] == ["x" * 10] and fake.rejected == 0
+    assert at_limit.status_code == 200 and history_ok.status_code == 200
+    assert schemas["AnswerRequest"]["properties"]["history"]["maxItems"] == 2
+    assert schemas["DialogueTurn"]["properties"]["content"]["maxLength"] == 10
+    assert too_many.json()["error"]["field_violations"][0]["field"] == "history"
+    assert too_long_turn.json()["error"]["field_violations"][0]["field"] == "history.0.content"
+    assert [r.query for r in fake.requests] == ["x" * 10, "y"] and fake.rejected == 0

@@ -1,5 +1,5 @@
 """clients/node/ask.js against the FakeRag gRPC server: sources first, the streamed answer, the cited sources,
-errors as exit codes."""
+follow-ups with the conversation so far, errors as exit codes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from llmtwin.rag.v1 import rag_service_pb2 as rag_pb2
 from tests.support.fake_rag import Failure, FakeRag, FakeRagServer
 
 CLIENT_DIR = Path(__file__).resolve().parents[3] / "clients" / "node"
@@ -81,3 +82,36 @@ async def test_a_grpc_error_exits_non_zero_with_the_status(rag: FakeRagServer, f
     assert "reason: INVALID_ARGUMENT (rag.llmtwin)" in err
     assert "field options.author: unknown author" in err
     assert out == ""
+
+
+async def test_a_follow_up_sends_the_conversation_so_far(rag: FakeRagServer, fake: FakeRag) -> None:
+    fake.answer = "A model that writes like you [1]."
+
+    code, out, err = await ask(
+        "What is an LLM twin?", "--target", rag.target, "--then", "How is it trained?", "--then", "And tested?"
+    )
+
+    assert code == 0, err
+    assert out.count("Answer:\n") == 3
+    assert "\nFollow-up: How is it trained?\nSources:\n" in out and "\nFollow-up: And tested?\n" in out
+    first, second, third = fake.requests
+    assert list(first.history) == [] and len(first.conversation_id) == 36
+    assert first.conversation_id == second.conversation_id == third.conversation_id
+    assert second.query == "How is it trained?"
+    assert [(t.role, t.content) for t in second.history] == [
+        (rag_pb2.TURN_ROLE_USER, "What is an LLM twin?"),
+        (rag_pb2.TURN_ROLE_ASSISTANT, "A model that writes like you [1]."),
+    ]
+    assert [t.content for t in third.history] == [
+        "What is an LLM twin?",
+        "A model that writes like you [1].",
+        "How is it trained?",
+        "A model that writes like you [1].",
+    ]
+
+
+async def test_a_given_conversation_id_is_used(rag: FakeRagServer, fake: FakeRag) -> None:
+    code, _, err = await ask("Hi?", "--target", rag.target, "--conversation-id", "chat-7")
+
+    assert code == 0, err
+    assert fake.requests[-1].conversation_id == "chat-7" and list(fake.requests[-1].history) == []

@@ -215,6 +215,24 @@ def test_submitted_trace_arrives_in_opik_with_its_spans(fake_opik: FakeOpik, opi
     assert fake_opik.unknown == []
 
 
+def test_the_conversation_id_is_the_opik_thread(fake_opik: FakeOpik, opik_env: SetOpikEnv) -> None:
+    tracer = OpikTracer(opik_env(fake_opik.url), sample_rate=1.0, flush_timeout_s=2.0)
+    rec = tracer.start_trace("req-1", "and why?", {"conversation_id": "conv-42"}, thread_id="conv-42")
+    rec.annotate({"standalone_query": "and why? (KV cache)"})
+    rec.set_output("because")
+    tracer.submit(rec)
+    alone = tracer.start_trace("req-2", "what is RAG?")
+    alone.set_output("RAG is ...")
+    tracer.submit(alone)
+
+    assert fake_opik.wait_for(traces=2)
+    tracer.close()
+    assert set(fake_opik.thread_ids) == {"conv-42", None}
+    (trace,) = [t for t in fake_opik.traces if t.get("thread_id")]
+    assert trace["metadata"]["standalone_query"] == "and why? (KV cache)"
+    assert trace["metadata"]["conversation_id"] == "conv-42"
+
+
 def test_sample_rate_zero_sends_nothing_and_one_sends_everything(fake_opik: FakeOpik, opik_env: SetOpikEnv) -> None:
     settings = opik_env(fake_opik.url)
     never = OpikTracer(replace(settings, project_name="never"), sample_rate=0.0, flush_timeout_s=2.0)

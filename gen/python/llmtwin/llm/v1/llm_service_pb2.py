@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n llmtwin/llm/v1/llm_service.proto\x12\x0ellmtwin.llm.v1\"B\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.llmtwin.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"=\n\x0c\x43hatMessages\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.llmtwin.llm.v1.ChatMessage\"\x9b\x03\n\x14GenerationParameters\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x05\x88\x01\x01\x12\x17\n\x0freturn_logprobs\x18\x08 \x01(\x08\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x02H\x06\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\n \x01(\x02H\x07\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penalty\"\xac\x01\n\x0fGenerateRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12\x30\n\x08messages\x18\x02 \x01(\x0b\x32\x1c.llmtwin.llm.v1.ChatMessagesH\x00\x12\x38\n\nparameters\x18\x03 \x01(\x0b\x32$.llmtwin.llm.v1.GenerationParameters\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x07\n\x05input\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"o\n\nTokenChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\x08token_id\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05index\x18\x04 \x01(\rB\x0b\n\t_token_idB\n\n\x08_logprob\"\xec\x01\n\x10GenerationResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.llmtwin.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llmtwin.llm.v1.Usage\x12\x1d\n\x15time_to_first_token_s\x18\x04 \x01(\x01\x12\x14\n\x0ctotal_time_s\x18\x05 \x01(\x01\x12\x14\n\x0cqueue_time_s\x18\x06 \x01(\x01\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x81\x01\n\x16GenerateStreamResponse\x12+\n\x05token\x18\x01 \x01(\x0b\x32\x1a.llmtwin.llm.v1.TokenChunkH\x00\x12\x31\n\x05\x66inal\x18\x02 \x01(\x0b\x32 .llmtwin.llm.v1.GenerationResultH\x00\x42\x07\n\x05\x65vent\"D\n\x10GenerateResponse\x12\x30\n\x06result\x18\x01 \x01(\x0b\x32 .llmtwin.llm.v1.GenerationResult\"a\n\x12\x43ountTokensRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12\x30\n\x08messages\x18\x02 \x01(\x0b\x32\x1c.llmtwin.llm.v1.ChatMessagesH\x00\x42\x07\n\x05input\"D\n\x13\x43ountTokensResponse\x12\x13\n\x0btoken_count\x18\x01 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x02 \x01(\r\"\x15\n\x13GetModelInfoRequest\"\xc3\x01\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12,\n\x07\x62\x61\x63kend\x18\x03 \x01(\x0e\x32\x1b.llmtwin.llm.v1.BackendKind\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\r\x12\x18\n\x10max_total_tokens\x18\x05 \x01(\r\x12\x1f\n\x17max_concurrent_requests\x18\x06 \x01(\r*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\xa9\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x02\x12!\n\x1d\x46INISH_REASON_END_OF_SEQUENCE\x10\x03\x12\x1c\n\x18\x46INISH_REASON_REPETITION\x10\x04*\x8f\x01\n\x0b\x42\x61\x63kendKind\x12\x1c\n\x18\x42\x41\x43KEND_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41\x43KEND_KIND_EMBEDDED\x10\x01\x12\x14\n\x10\x42\x41\x43KEND_KIND_TGI\x10\x02\x12\x1a\n\x16\x42\x41\x43KEND_KIND_SAGEMAKER\x10\x03\x12\x15\n\x11\x42\x41\x43KEND_KIND_ECHO\x10\x04\x32\xeb\x02\n\nLlmService\x12[\n\x0eGenerateStream\x12\x1f.llmtwin.llm.v1.GenerateRequest\x1a&.llmtwin.llm.v1.GenerateStreamResponse0\x01\x12M\n\x08Generate\x12\x1f.llmtwin.llm.v1.GenerateRequest\x1a .llmtwin.llm.v1.GenerateResponse\x12V\n\x0b\x43ountTokens\x12\".llmtwin.llm.v1.CountTokensRequest\x1a#.llmtwin.llm.v1.CountTokensResponse\x12Y\n\x0cGetModelInfo\x12#.llmtwin.llm.v1.GetModelInfoRequest\x1a$.llmtwin.llm.v1.GetModelInfoResponseB\x89\x01\n\x12\x63om.llmtwin.llm.v1B\x0fLlmServiceProtoP\x01Z+llmtwin-serving/gen/go/llmtwin/llm/v1;llmv1\xaa\x02\x0eLlmtwin.Llm.V1\xca\x02\x0eLlmtwin\\Llm\\V1\xea\x02\x10Llmtwin::Llm::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n llmtwin/llm/v1/llm_service.proto\x12\x0ellmtwin.llm.v1\"B\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.llmtwin.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"=\n\x0c\x43hatMessages\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.llmtwin.llm.v1.ChatMessage\"\x9b\x03\n\x14GenerationParameters\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x05\x88\x01\x01\x12\x17\n\x0freturn_logprobs\x18\x08 \x01(\x08\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x02H\x06\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\n \x01(\x02H\x07\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penalty\"\xbd\x01\n\x0fGenerateRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12\x30\n\x08messages\x18\x02 \x01(\x0b\x32\x1c.llmtwin.llm.v1.ChatMessagesH\x00\x12\x38\n\nparameters\x18\x03 \x01(\x0b\x32$.llmtwin.llm.v1.GenerationParameters\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x05 \x01(\tB\x07\n\x05input\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"o\n\nTokenChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\x08token_id\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05index\x18\x04 \x01(\rB\x0b\n\t_token_idB\n\n\x08_logprob\"\xec\x01\n\x10GenerationResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.llmtwin.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llmtwin.llm.v1.Usage\x12\x1d\n\x15time_to_first_token_s\x18\x04 \x01(\x01\x12\x14\n\x0ctotal_time_s\x18\x05 \x01(\x01\x12\x14\n\x0cqueue_time_s\x18\x06 \x01(\x01\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x81\x01\n\x16GenerateStreamResponse\x12+\n\x05token\x18\x01 \x01(\x0b\x32\x1a.llmtwin.llm.v1.TokenChunkH\x00\x12\x31\n\x05\x66inal\x18\x02 \x01(\x0b\x32 .llmtwin.llm.v1.GenerationResultH\x00\x42\x07\n\x05\x65vent\"D\n\x10GenerateResponse\x12\x30\n\x06result\x18\x01 \x01(\x0b\x32 .llmtwin.llm.v1.GenerationResult\"a\n\x12\x43ountTokensRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12\x30\n\x08messages\x18\x02 \x01(\x0b\x32\x1c.llmtwin.llm.v1.ChatMessagesH\x00\x42\x07\n\x05input\"D\n\x13\x43ountTokensResponse\x12\x13\n\x0btoken_count\x18\x01 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x02 \x01(\r\"\x15\n\x13GetModelInfoRequest\"\xd5\x01\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12,\n\x07\x62\x61\x63kend\x18\x03 \x01(\x0e\x32\x1b.llmtwin.llm.v1.BackendKind\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\r\x12\x18\n\x10max_total_tokens\x18\x05 \x01(\r\x12\x1f\n\x17max_concurrent_requests\x18\x06 \x01(\r\x12\x10\n\x08\x61\x64\x61pters\x18\x07 \x03(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\xa9\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x02\x12!\n\x1d\x46INISH_REASON_END_OF_SEQUENCE\x10\x03\x12\x1c\n\x18\x46INISH_REASON_REPETITION\x10\x04*\xa8\x01\n\x0b\x42\x61\x63kendKind\x12\x1c\n\x18\x42\x41\x43KEND_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41\x43KEND_KIND_EMBEDDED\x10\x01\x12\x14\n\x10\x42\x41\x43KEND_KIND_TGI\x10\x02\x12\x1a\n\x16\x42\x41\x43KEND_KIND_SAGEMAKER\x10\x03\x12\x15\n\x11\x42\x41\x43KEND_KIND_ECHO\x10\x04\x12\x17\n\x13\x42\x41\x43KEND_KIND_OPENAI\x10\x05\x32\xeb\x02\n\nLlmService\x12[\n\x0eGenerateStream\x12\x1f.llmtwin.llm.v1.GenerateRequest\x1a&.llmtwin.llm.v1.GenerateStreamResponse0\x01\x12M\n\x08Generate\x12\x1f.llmtwin.llm.v1.GenerateRequest\x1a .llmtwin.llm.v1.GenerateResponse\x12V\n\x0b\x43ountTokens\x12\".llmtwin.llm.v1.CountTokensRequest\x1a#.llmtwin.llm.v1.CountTokensResponse\x12Y\n\x0cGetModelInfo\x12#.llmtwin.llm.v1.GetModelInfoRequest\x1a$.llmtwin.llm.v1.GetModelInfoResponseB\x89\x01\n\x12\x63om.llmtwin.llm.v1B\x0fLlmServiceProtoP\x01Z+llmtwin-serving/gen/go/llmtwin/llm/v1;llmv1\xaa\x02\x0eLlmtwin.Llm.V1\xca\x02\x0eLlmtwin\\Llm\\V1\xea\x02\x10Llmtwin::Llm::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmtwin.llm.v1.llm_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.llmtwin.llm.v1B\017LlmServiceProtoP\001Z+llmtwin-serving/gen/go/llmtwin/llm/v1;llmv1\252\002\016Llmtwin.Llm.V1\312\002\016Llmtwin\\Llm\\V1\352\002\020Llmtwin::Llm::V1'
-  _globals['_ROLE']._serialized_start=1797
-  _globals['_ROLE']._serialized_end=1877
-  _globals['_FINISHREASON']._serialized_start=1880
-  _globals['_FINISHREASON']._serialized_end=2049
-  _globals['_BACKENDKIND']._serialized_start=2052
-  _globals['_BACKENDKIND']._serialized_end=2195
+  _globals['_ROLE']._serialized_start=1832
+  _globals['_ROLE']._serialized_end=1912
+  _globals['_FINISHREASON']._serialized_start=1915
+  _globals['_FINISHREASON']._serialized_end=2084
+  _globals['_BACKENDKIND']._serialized_start=2087
+  _globals['_BACKENDKIND']._serialized_end=2255
   _globals['_CHATMESSAGE']._serialized_start=52
   _globals['_CHATMESSAGE']._serialized_end=118
   _globals['_CHATMESSAGES']._serialized_start=120
@@ -45,25 +45,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATIONPARAMETERS']._serialized_start=184
   _globals['_GENERATIONPARAMETERS']._serialized_end=595
   _globals['_GENERATEREQUEST']._serialized_start=598
-  _globals['_GENERATEREQUEST']._serialized_end=770
-  _globals['_USAGE']._serialized_start=772
-  _globals['_USAGE']._serialized_end=851
-  _globals['_TOKENCHUNK']._serialized_start=853
-  _globals['_TOKENCHUNK']._serialized_end=964
-  _globals['_GENERATIONRESULT']._serialized_start=967
-  _globals['_GENERATIONRESULT']._serialized_end=1203
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1206
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1335
-  _globals['_GENERATERESPONSE']._serialized_start=1337
-  _globals['_GENERATERESPONSE']._serialized_end=1405
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=1407
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=1504
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1506
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1574
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1576
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1597
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1600
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1795
-  _globals['_LLMSERVICE']._serialized_start=2198
-  _globals['_LLMSERVICE']._serialized_end=2561
+  _globals['_GENERATEREQUEST']._serialized_end=787
+  _globals['_USAGE']._serialized_start=789
+  _globals['_USAGE']._serialized_end=868
+  _globals['_TOKENCHUNK']._serialized_start=870
+  _globals['_TOKENCHUNK']._serialized_end=981
+  _globals['_GENERATIONRESULT']._serialized_start=984
+  _globals['_GENERATIONRESULT']._serialized_end=1220
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1223
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1352
+  _globals['_GENERATERESPONSE']._serialized_start=1354
+  _globals['_GENERATERESPONSE']._serialized_end=1422
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=1424
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=1521
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1523
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1591
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1593
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1614
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1617
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1830
+  _globals['_LLMSERVICE']._serialized_start=2258
+  _globals['_LLMSERVICE']._serialized_end=2621
 # @@protoc_insertion_point(module_scope)
