@@ -110,3 +110,26 @@ async def test_ask_see_sources_and_tokens_then_stop_cancels_the_generation(brows
     assert await page.locator(f"{LAST} .answer").inner_text() == stopped
     assert await page.is_enabled("#ask") and not await page.is_enabled("#stop")
     assert await page.is_hidden("#error")
+
+
+async def test_a_follow_up_is_answered_from_the_previous_turns_subject(browser: Browser, stack: Stack) -> None:
+    page = await browser.new_page(viewport={"width": 1000, "height": 900})
+    await page.goto(stack.gateway_url + "/")
+    await page.fill("#query", stack.question)  # "What does <author> think about continuous batching?"
+    await page.click("#ask")
+    await page.wait_for_function(
+        "['done', 'stopped', 'error'].includes(document.querySelector('#thread > .turn:last-child .answer')"
+        ".dataset.state)",
+        timeout=120_000,
+    )
+    assert await answer_state(page) == "done"
+
+    # Names no one and no subject: retrieval needs the thread's first turn to know whose writing to search.
+    await page.fill("#query", "And what does she say about the GPU memory it needs?")
+    await page.click("#ask")
+    await page.locator(f"{LAST} .sources li").first.wait_for(timeout=60_000)
+    sources = await page.locator(f"{LAST} .sources li").all_inner_texts()
+    assert sources and all(f"{stack.author} · " in source for source in sources)  # her writing only
+    searched = await page.locator(f"{LAST} .standalone").inner_text()
+    assert searched.startswith("searched as: ") and "batching" in searched.lower()
+    assert await page.locator("#thread > .turn").count() == 2
