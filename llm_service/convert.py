@@ -105,7 +105,16 @@ def request_from_proto(message: pb.GenerateRequest, settings: Settings, info: Mo
         input=input_from_proto(message),
         parameters=parameters_from_proto(message.parameters, settings, info.max_total_tokens),
         request_id=request_id,
+        adapter=adapter_from_proto(message.adapter, info),
     )
+
+
+def adapter_from_proto(adapter: str, info: ModelInfo) -> str:
+    """The requested LoRA adapter ("" for the base model); InvalidArgument when the backend does not serve it."""
+    if adapter and adapter not in info.adapters:
+        served = ", ".join(info.adapters) if info.adapters else "none (only the base model)"
+        raise InvalidArgument({"adapter": f"unknown adapter {adapter!r}; adapters served: {served}"})
+    return adapter
 
 
 def token_to_proto(token: Token, index: int) -> pb.GenerateStreamResponse:

@@ -101,6 +101,7 @@ class Generator:
                 "generation",
                 extra={
                     "backend": self.backend.info().backend,
+                    "adapter": request.adapter or None,
                     "status": status,
                     "prompt_tokens": completion.prompt_tokens if completion else None,
                     "completion_tokens": completion.completion_tokens if completion else None,

@@ -3,7 +3,8 @@ the relay of the LLM's tokens through the loop guard. Domain types only (rag_ser
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from rag_service.types import (
 from servekit.limits import MAX_STOP_SEQUENCES
 
 V = TypeVar("V")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,21 @@ def _default(value: V | None, default: V | None) -> V | None:
     return default if value is None else value
 
 
+def author_adapter(author: Author | None, adapters: Mapping[str, str], model: ModelInfo) -> str:
+    """The LoRA adapter that answers about `author` (its twin, RAG_AUTHOR_ADAPTERS) when the LLM service serves
+    it; "" (the base model) for no author, an unmapped one, or an adapter the LLM service does not list."""
+    adapter = adapters.get(author.id, "") if author is not None else ""
+    if adapter and adapter not in model.adapters:
+        log.warning(
+            "adapter %r of author %s is not served by the LLM service (it serves: %s): the base model answers",
+            adapter,
+            author.id if author else "",
+            ", ".join(model.adapters) or "none",
+        )
+        return ""
+    return adapter
+
+
 async def answer_prompt(
     query: str,
     sources: Sequence[Source],
@@ -121,12 +138,13 @@ async def generate(
     model: ModelInfo,
     timeout: float | None,
     guard: LoopGuard | None,
+    adapter: str = "",
 ) -> AsyncGenerator[Token | Generation, None]:
     """The "generate" step: the answer's tokens as the LLM streams them (through the loop guard), then its
-    Generation; closing the iterator cancels the generation."""
+    Generation; closing the iterator cancels the generation. `adapter`: the LoRA adapter ("": the base model)."""
     with steps.step("generate", shown(built.prompt), type="llm") as step:
         async with (
-            aclosing(llm.stream(built.prompt, parameters, timeout=timeout)) as stream,
+            aclosing(llm.stream(built.prompt, parameters, timeout=timeout, adapter=adapter)) as stream,
             aclosing(guarded(stream, guard, built.tokens, model.model_id)) as events,
         ):
             async for event in events:
@@ -139,6 +157,7 @@ async def generate(
             "parameters": parameters.given(),
             "ttft_s": generation.ttft_s,
             "finish_reason": generation.finish_reason.value,
+            "adapter": adapter or None,
         }
         step.usage = {
             "prompt_tokens": generation.usage.prompt_tokens,

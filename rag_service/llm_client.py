@@ -3,6 +3,7 @@ and gets domain types (rag_service.types); protobuf is built and read here only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -62,10 +63,13 @@ def _input(prompt: Prompt) -> dict[str, Any]:
     return {"messages": llm_pb.ChatMessages(messages=turns)}
 
 
-def generate_request(prompt: Prompt, parameters: llm_pb.GenerationParameters) -> llm_pb.GenerateRequest:
-    """The LLM service's GenerateRequest for this prompt. The request id is not in it: our calls carry it as
-    x-request-id metadata (`call_metadata`), the one carrier between our services (docs/contracts.md)."""
-    return llm_pb.GenerateRequest(**_input(prompt), parameters=parameters)
+def generate_request(
+    prompt: Prompt, parameters: llm_pb.GenerationParameters, adapter: str = ""
+) -> llm_pb.GenerateRequest:
+    """The LLM service's GenerateRequest for this prompt (with a LoRA adapter, or "": the base model). The request
+    id is not in it: our calls carry it as x-request-id metadata (`call_metadata`), the one carrier between our
+    services (docs/contracts.md)."""
+    return llm_pb.GenerateRequest(**_input(prompt), parameters=parameters, adapter=adapter)
 
 
 def finish_reason_to_proto(reason: FinishReason) -> llm_pb.FinishReason:
@@ -102,11 +106,23 @@ def call_metadata() -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in ids if v and v != "-")
 
 
+INFO_TTL_S = 30.0  # how long GetModelInfo's answer is reused
+
+
 class LlmClient:
     """One channel to the LLM service, shared by every request; every call carries `call_metadata()`."""
 
-    def __init__(self, target: str, *, tls: ClientTls | None = None, token: SecretStr | None = None):
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: ClientTls | None = None,
+        token: SecretStr | None = None,
+        info_ttl_s: float = INFO_TTL_S,
+    ):
         self.target = target
+        self._info_ttl_s = info_ttl_s
+        self._info_at = 0.0
         # Round robin over every LLM replica the target resolves to, UNAVAILABLE retried before a stream starts.
         self._channel = client_channel(target, tls=tls, interceptors=client_interceptors(token))
         self._stub = llm_grpc.LlmServiceStub(self._channel)
@@ -114,11 +130,17 @@ class LlmClient:
         self._info: ModelInfo | None = None
 
     async def model_info(self, timeout: float | None = 5.0) -> ModelInfo:
-        """The served model and its limits (cached after the first success)."""
-        if self._info is None:
+        """The served model, its limits and adapters, cached for `info_ttl_s`: a rolling update of the LLM tier
+        (a new model, limits or adapters) is seen within that time. A failed refresh keeps the last answer."""
+        now = time.monotonic()
+        if self._info is None or now - self._info_at >= self._info_ttl_s:
             request = llm_pb.GetModelInfoRequest()
             call = self._stub.GetModelInfo(request, timeout=timeout, metadata=call_metadata())
-            self._info = model_info_from_proto(await self._call(call))
+            try:
+                self._info, self._info_at = model_info_from_proto(await self._call(call)), now
+            except ServiceError:
+                if self._info is None:
+                    raise
         return self._info
 
     @property
@@ -153,9 +175,11 @@ class LlmClient:
         *,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
+        adapter: str = "",
     ) -> AsyncGenerator[Token | Generation, None]:
-        """Tokens as the LLM streams them, then its Generation; closing the iterator cancels the call."""
-        request = generate_request(prompt, parameters_to_proto(parameters))
+        """Tokens as the LLM streams them, then its Generation; closing the iterator cancels the call. `adapter`:
+        the LoRA adapter to generate with ("": the base model)."""
+        request = generate_request(prompt, parameters_to_proto(parameters), adapter)
         call = self._stub.GenerateStream(request, metadata=[*call_metadata(), *metadata], timeout=timeout)
         try:
             async for message in call:

@@ -13,7 +13,7 @@ from rag_service import metrics
 from rag_service.authors import AuthorList
 from rag_service.conversation import Conversation
 from rag_service.embedding import Embedder
-from rag_service.generation import Delta, Final, answer_prompt, generate, shown, with_defaults
+from rag_service.generation import Delta, Final, answer_prompt, author_adapter, generate, shown, with_defaults
 from rag_service.llm_client import LlmClient
 from rag_service.pipeline.compress import Compressor
 from rag_service.pipeline.condense import lexical_standalone, llm_standalone
@@ -24,7 +24,7 @@ from rag_service.pipeline.rerank import Reranker, VectorOrder
 from rag_service.pipeline.search import dedupe, search_all
 from rag_service.pipeline.self_query import Named, extract_author, match_author, resolve_name
 from rag_service.pipeline.sources import Source, cited, group_by_document
-from rag_service.settings import Settings
+from rag_service.settings import Settings, parse_author_adapters
 from rag_service.steps import Steps
 from rag_service.store.base import VectorStore
 from rag_service.tracing import Tracer, TraceRecorder, tick
@@ -92,6 +92,7 @@ class Rag:
         self.tracer = tracer
         self.compressor = Compressor(embedder.embed, scorer=settings.sentence_scorer)
         self.author_list = AuthorList(store, settings.authors_refresh_s)
+        self.author_adapters = parse_author_adapters(settings.author_adapters)  # author id -> its twin's adapter
 
     async def authors(self) -> list[Author]:
         """Authors in the store (AuthorList: cached per replica, refreshed in the background)."""
@@ -330,8 +331,11 @@ class Rag:
             ttft = 0.0
             remaining = None if deadline_s is None else max(0.001, deadline_s - (tick() - start))
             guard = LoopGuard() if self.settings.loop_guard else None
+            adapter = author_adapter(retrieval.author, self.author_adapters, info)
+            rec.annotate({"adapter": adapter or None})  # which twin answered (None: the base model)
             # Leaving the block cancels the generation.
-            async with aclosing(generate(self.llm, steps, built, parameters, info, remaining, guard)) as events:
+            generation_events = generate(self.llm, steps, built, parameters, info, remaining, guard, adapter)
+            async with aclosing(generation_events) as events:
                 async for event in events:
                     if isinstance(event, Generation):
                         generation = event

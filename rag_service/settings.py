@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from servekit.settings import GrpcServerSettings, client_tls_settings
@@ -104,6 +104,12 @@ class Settings(LlmClientTlsSettings, GrpcServerSettings):
     default_presence_penalty: float = Field(
         default=0.0, ge=-2, le=2, description="presence_penalty when a request leaves it unset (0: off)."
     )
+    author_adapters: str = Field(
+        default="",
+        description="One twin per author: `author-id=adapter` pairs, comma-separated (e.g. elena-varga=elena). An "
+        "answer about a mapped author (self-query or options.author) is generated with that LoRA adapter when the "
+        "LLM service serves it; other answers, with the base model.",
+    )
     loop_guard: bool = Field(
         default=True, description="Stop an answer that starts repeating itself and end it before the repeat."
     )
@@ -155,3 +161,22 @@ class Settings(LlmClientTlsSettings, GrpcServerSettings):
     trace_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Fraction of answers traced.")
     trace_buffer: int = Field(default=1000, ge=1, description="Traces waiting for export; beyond: dropped.")
     opik_project: str = Field(default="", description="Opik project; default: OPIK_PROJECT_NAME or 'Default'.")
+
+    @field_validator("author_adapters")
+    @classmethod
+    def _check_author_adapters(cls, value: str) -> str:
+        parse_author_adapters(value)  # raises ValueError on a malformed list
+        return value
+
+
+def parse_author_adapters(spec: str) -> dict[str, str]:
+    """RAG_AUTHOR_ADAPTERS as {author id: adapter}: `author-id=adapter` pairs, comma-separated."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        author, sep, adapter = (s.strip() for s in item.partition("="))
+        if not sep or not author or not adapter:
+            raise ValueError(f"{item!r}: expected author-id=adapter")
+        if author in mapping:
+            raise ValueError(f"author {author!r} is mapped twice")
+        mapping[author] = adapter
+    return mapping

@@ -13,11 +13,20 @@ from llm_service.types import Completion, FinishReason, GenerationInput, ModelIn
 class EchoBackend:
     """Repeats the words of the input, cycling, until max_new_tokens; one word per token."""
 
-    def __init__(self, *, token_delay_s: float = 0.0, max_input_tokens: int = 1536, max_total_tokens: int = 2048):
+    def __init__(
+        self,
+        *,
+        token_delay_s: float = 0.0,
+        max_input_tokens: int = 1536,
+        max_total_tokens: int = 2048,
+        adapters: tuple[str, ...] = (),
+    ):
         self._delay = token_delay_s
         self.fail_after: int | None = None  # raise BackendError after this many tokens (tests of error paths)
-        self._info = ModelInfo("echo", "echo", max_input_tokens, max_total_tokens)
+        # `adapters`: LoRA adapter names it claims to serve (the output does not change with them).
+        self._info = ModelInfo("echo", "echo", max_input_tokens, max_total_tokens, adapters=tuple(adapters))
         self.produced = 0  # tokens produced since start: lets tests see that a cancel stopped generation
+        self.adapters_used: list[str] = []  # the adapter of each generation, in order ("": the base model)
 
     async def start(self) -> None:
         """Nothing to load."""
@@ -36,6 +45,7 @@ class EchoBackend:
 
     async def generate(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
         """Yields the input's words cyclically; yields to the loop between tokens even without delay."""
+        self.adapters_used.append(request.adapter)
         words = _words(request.input) or ["echo"]
         matcher = StopMatcher(request.parameters.stop_sequences)
         out: list[str] = []

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,8 +65,12 @@ class EmbeddedBackend:
         sampling: dict[str, float] | None = None,
         n_cache_reuse: int = 0,
         cache_prompt: bool = True,
+        adapters: Mapping[str, tuple[Path, float]] | None = None,
     ):
         self._path = model_path
+        # LoRA adapters by name: (GGUF path, scale). llama.cpp numbers them in this order; each request lists
+        # every one, at scale 0 but the one it asked for (an adapter left out would keep its last scale).
+        self._adapters = dict(adapters or {})
         self._model_id = model_id or model_path.name
         self._n_parallel = n_parallel
         self._ctx_per_slot = ctx_per_slot
@@ -92,10 +96,16 @@ class EmbeddedBackend:
         """Loads the model (off the event loop)."""
         if not self._path.is_file():
             raise BackendUnavailable(f"model file not found: {self._path}")
+        for name, (path, _) in self._adapters.items():
+            if not path.is_file():
+                raise BackendUnavailable(f"LoRA adapter {name!r}: file not found: {path}")
         self._server = await asyncio.to_thread(self._load)
         # llama.cpp's own HTTP listener on loopback gives us tokenize and the chat template.
         self._http = httpx.AsyncClient(base_url=self._server.listening_address, timeout=30)
-        log.info("embedded model loaded", extra={"model": str(self._path), "slots": self._n_parallel})
+        log.info(
+            "embedded model loaded",
+            extra={"model": str(self._path), "slots": self._n_parallel, "adapters": list(self._adapters)},
+        )
 
     def _load(self) -> Any:
         import xllamacpp
@@ -109,6 +119,8 @@ class EmbeddedBackend:
         params.n_cache_reuse = self._n_cache_reuse
         params.warmup = False
         params.verbosity = -1
+        # Loaded at scale 0: a request without `lora` gets the base model.
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(path), 0.0) for path, _ in self._adapters.values()]
         return xllamacpp.Server(params)
 
     def info(self) -> ModelInfo:
@@ -119,7 +131,15 @@ class EmbeddedBackend:
             max_input_tokens=self._max_input,
             max_total_tokens=self._ctx_per_slot,
             model_revision=self._path.name,
+            adapters=tuple(self._adapters),
         )
+
+    def lora(self, adapter: str) -> list[dict[str, Any]]:
+        """llama.cpp's per-request `lora` list: every loaded adapter, at its scale if it is `adapter`, else 0."""
+        return [
+            {"id": i, "scale": scale if name == adapter else 0.0}
+            for i, (name, (_, scale)) in enumerate(self._adapters.items())
+        ]
 
     async def check_health(self) -> bool:
         """True when the model is loaded and llama.cpp answers."""
@@ -179,6 +199,10 @@ class EmbeddedBackend:
             body["seed"] = p.seed
         if p.return_logprobs:
             body["n_probs"] = 1
+        if self._adapters:
+            if request.adapter and request.adapter not in self._adapters:
+                raise InvalidArgument({"adapter": f"unknown adapter {request.adapter!r}"})
+            body["lora"] = self.lora(request.adapter)
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()

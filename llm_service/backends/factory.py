@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from llm_service.backends.base import Backend
-from llm_service.settings import Settings
+from llm_service.settings import Settings, parse_lora_adapters, parse_names
 
 
 def default_threads() -> int:
@@ -35,6 +36,9 @@ def make_backend(settings: Settings) -> Backend:
             },
             n_cache_reuse=settings.n_cache_reuse,
             cache_prompt=settings.cache_prompt,
+            adapters={
+                name: (Path(path), scale) for name, (path, scale) in parse_lora_adapters(settings.lora_adapters).items()
+            },
         )
     if settings.backend == "tgi":
         from llm_service.backends.tgi import TgiBackend
@@ -48,13 +52,31 @@ def make_backend(settings: Settings) -> Backend:
             headers={"Authorization": f"Bearer {settings.tgi_token.get_secret_value()}"}
             if settings.tgi_token
             else None,
+            adapters=parse_names(settings.tgi_adapters),
+        )
+    if settings.backend == "openai":
+        from llm_service.backends.openai import OpenAIBackend
+        from llm_service.backends.openai_payload import parse_adapter_ids
+
+        return OpenAIBackend(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "",
+            model=settings.openai_model,
+            model_id=settings.model_id,
+            adapters=parse_adapter_ids(settings.openai_adapters),
+            max_input_tokens=settings.remote_max_input_tokens,
+            max_total_tokens=settings.remote_max_total_tokens,
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
         )
     if settings.backend == "sagemaker":
-        from llm_service.backends.sagemaker import SageMakerBackend
+        from llm_service.backends.sagemaker import SageMakerBackend, parse_adapters
 
         return SageMakerBackend(
             settings.sagemaker_endpoint_name,
             inference_component_name=settings.sagemaker_inference_component or None,
+            payload=settings.sagemaker_payload,
+            adapters=parse_adapters(settings.sagemaker_adapters),
             region=settings.sagemaker_region or None,
             endpoint_url=settings.sagemaker_endpoint_url or None,
             model_id=settings.model_id,

@@ -1,9 +1,10 @@
-"""SageMaker backend: a SageMaker real-time endpoint running the Hugging Face TGI container, streamed.
+"""SageMaker backend: a SageMaker real-time endpoint running the Hugging Face TGI or vLLM container, streamed.
 
-The request and its events are TGI's payloads (tgi_payload); the response stream is pumped off boto3's
-blocking event stream by sagemaker_stream; health and the deployed token limits come from the control
-plane (sagemaker_endpoint). The token limits are the deployed ones unless set explicitly; the configured
-fallbacks apply when the deployment does not say.
+The request and its events are the container's payloads, TGI's or OpenAI's (sagemaker_payload); the
+response stream is pumped off boto3's blocking event stream by sagemaker_stream; health and the deployed
+token limits come from the control plane (sagemaker_endpoint). The token limits are the deployed ones
+unless set explicitly; the configured fallbacks apply when the deployment does not say. LoRA adapters
+are inference components on the base one: a request naming an adapter invokes its component.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,25 +21,33 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
 from llm_service.backends.sagemaker_endpoint import EndpointStatusCache, deployed_limits
+from llm_service.backends.sagemaker_payload import PAYLOADS, PayloadKind, invocation
 from llm_service.backends.sagemaker_stream import SseLines, StreamPump, parse_event
-from llm_service.backends.tgi_payload import (
-    ChatAccumulator,
-    chat_parameters,
-    estimate_tokens,
-    generate_parameters,
-    message_dicts,
-    plain_chat_text,
-    tgi_items,
-)
-from llm_service.errors import BackendError, BackendUnavailable, ServiceError
+from llm_service.backends.tgi_payload import estimate_tokens, plain_chat_text
+from llm_service.errors import BackendUnavailable, InvalidArgument, ServiceError
 from llm_service.stops import cut_stop_sequences
 from llm_service.types import Completion, GenerationInput, ModelInfo, Request, Token
 
 log = logging.getLogger(__name__)
 
 
+def parse_adapters(text: str) -> dict[str, str]:
+    """LLM_SAGEMAKER_ADAPTERS ("name=component,name2=component2") as {name: component}; ValueError if malformed."""
+    adapters: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, component = (x.strip() for x in item.partition("="))
+        if not (sep and name and component) or name in adapters:
+            raise ValueError(f"LLM_SAGEMAKER_ADAPTERS: expected unique name=component pairs, got {item!r}")
+        adapters[name] = component
+    return adapters
+
+
 class SageMakerBackend:
-    """A SageMaker endpoint (optionally one inference component of it) serving TGI's API.
+    """A SageMaker endpoint (optionally one inference component of it) serving TGI's or OpenAI's payloads.
+
+    `payload` is what the container speaks: "tgi" (the HF TGI DLC) or "openai" (the HF vLLM DLC, LMI).
+    `adapters` maps LoRA adapter names (Request.adapter, ModelInfo.adapters) to their adapter inference
+    components on the same endpoint; "" (no adapter) invokes the base component.
 
     Credentials and region come the usual boto3 way (env, profile, instance role) or from `session`.
     `endpoint_url` overrides where both the runtime and the control-plane calls go (tests, local fakes).
@@ -57,6 +66,8 @@ class SageMakerBackend:
         endpoint_name: str,
         *,
         inference_component_name: str | None = None,
+        payload: PayloadKind = "tgi",
+        adapters: Mapping[str, str] | None = None,
         region: str | None = None,
         endpoint_url: str | None = None,
         model_id: str = "",
@@ -71,8 +82,12 @@ class SageMakerBackend:
         timeout_s: float = 60.0,
         max_attempts: int = 2,
     ) -> None:
+        if payload not in PAYLOADS:
+            raise ValueError(f"unknown SageMaker payload {payload!r}: one of {', '.join(PAYLOADS)}")
         self._endpoint = endpoint_name
         self._component = inference_component_name
+        self._payload = payload
+        self._adapters = dict(adapters or {})
         self._region = region
         self._endpoint_url = endpoint_url
         self._tokenizer_path = tokenizer_path
@@ -93,6 +108,7 @@ class SageMakerBackend:
             "sagemaker",
             max_input_tokens or fallback_max_input_tokens,
             max_total_tokens or fallback_max_total_tokens,
+            adapters=tuple(self._adapters),
         )
         self.limits_from = "settings"  # where the token limits came from, once started
         self._runtime: Any = None
@@ -182,50 +198,43 @@ class SageMakerBackend:
         HTTP stream, stopping the model."""
         return cut_stop_sequences(self._stream(request), request, self.count_tokens)
 
+    def _component_for(self, adapter: str) -> str | None:
+        """The inference component to invoke: the adapter's, or the base one for no adapter."""
+        if not adapter:
+            return self._component
+        try:
+            return self._adapters[adapter]
+        except KeyError:
+            served = ", ".join(self._adapters) or "none"
+            raise InvalidArgument({"adapter": f"unknown adapter {adapter!r} (served: {served})"}) from None
+
     async def _stream(self, request: Request) -> AsyncGenerator[Token | Completion, None]:
-        """The TGI container's own stream (a matched stop sequence still in it)."""
+        """The container's own stream (a matched stop sequence still in it)."""
         if self._runtime is None:
             raise BackendUnavailable("the SageMaker backend is not started")
-        p = request.parameters
-        chat = ChatAccumulator(p) if request.input.messages is not None else None
-        if chat is None:
-            payload: dict[str, Any] = {
-                "inputs": request.input.prompt or "",
-                "parameters": {**generate_parameters(p), "details": True},
-                "stream": True,
-            }
-        else:
-            payload = {
-                "messages": message_dicts(request.input.messages or ()),
-                **chat_parameters(p),
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-        call = {"EndpointName": self._endpoint, "Body": json.dumps(payload), "ContentType": "application/json"}
-        if self._component:
-            call["InferenceComponentName"] = self._component
+        component = self._component_for(request.adapter)
+        invoke = invocation(self._payload, request)
+        call: dict[str, Any] = {
+            "EndpointName": self._endpoint,
+            "Body": json.dumps(invoke.body),
+            "ContentType": "application/json",
+        }
+        if component:
+            call["InferenceComponentName"] = component
+        if invoke.custom_attributes:
+            call["CustomAttributes"] = invoke.custom_attributes
         pump = StreamPump(self._runtime, call, self._endpoint, name=f"sagemaker-stream-{request.request_id}")
         lines = SseLines()
-        finished = False
         try:
             async for part in pump.parts():
                 for data in lines.feed(part):
                     if data == "[DONE]":
                         continue
-                    event = parse_event(data)
-                    if chat is not None:
-                        for token in chat.feed(event):
-                            yield token
-                        continue
-                    for item in tgi_items(
-                        event.get("token"), event.get("details"), event.get("generated_text"), p.return_logprobs
-                    ):
-                        finished = isinstance(item, Completion)
+                    for item in invoke.decoder.feed(parse_event(data)):
                         yield item
-            if chat is not None:
-                yield chat.completion()
-            elif not finished:
-                raise BackendError("the SageMaker stream ended before the generation finished")
+            completion = invoke.decoder.end()
+            if completion is not None:
+                yield completion
         finally:
             pump.close()
 

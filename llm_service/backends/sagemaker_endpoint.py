@@ -2,8 +2,9 @@
 
 Health follows what the endpoint can serve (see SERVING_ENDPOINT_STATUSES), from DescribeEndpoint answers
 that are shared by concurrent checks and reused for a TTL (EndpointStatusCache). The token limits are the
-ones the TGI container was deployed with (MAX_INPUT_TOKENS / MAX_TOTAL_TOKENS, read through DescribeEndpoint
-→ DescribeEndpointConfig → DescribeModel, or DescribeInferenceComponent → DescribeModel: deployed_limits).
+ones the container was deployed with (TGI's MAX_INPUT_TOKENS / MAX_TOTAL_TOKENS, the vLLM DLC's
+SM_VLLM_MAX_MODEL_LEN or LMI's OPTION_MAX_MODEL_LEN, read through DescribeEndpoint → DescribeEndpointConfig
+→ DescribeModel, or DescribeInferenceComponent → DescribeModel: deployed_limits).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ SERVING_ENDPOINT_STATUSES = frozenset(
 )
 # An inference component keeps its current copies serving while UpdateInferenceComponent rolls out new ones.
 SERVING_COMPONENT_STATUSES = frozenset({"InService", "Updating"})
+# vLLM's --max-model-len as the HF vLLM DLC (SM_VLLM_*) and AWS's LMI (OPTION_*) take it.
+VLLM_MAX_MODEL_LEN = ("SM_VLLM_MAX_MODEL_LEN", "OPTION_MAX_MODEL_LEN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +106,10 @@ class EndpointStatusCache:
 
 
 def deployed_limits(control: Any, endpoint: str, component: str | None) -> tuple[str, tuple[int | None, int | None]]:
-    """(where from, (max input, max total)) as the TGI container was deployed; the smallest over variants.
+    """(where from, (max input, max total)) as the container was deployed; the smallest over variants.
 
-    Blocking (boto3): call it on a thread.
+    vLLM has a single limit, the max model length (prompt and generated tokens): its prompt limit is that
+    length less the one token a generation needs. Blocking (boto3): call it on a thread.
     """
     envs: list[dict[str, str]] = []
     if component:
@@ -125,8 +129,17 @@ def deployed_limits(control: Any, endpoint: str, component: str | None) -> tuple
         envs.append(env | inline)
     if not models and inline:
         envs.append(inline)
-    inputs = [n for e in envs if (n := _env_int(e, "MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH")) is not None]
-    totals = [n for e in envs if (n := _env_int(e, "MAX_TOTAL_TOKENS")) is not None]
+    inputs, totals = [], []
+    for env in envs:
+        if (total := _env_int(env, "MAX_TOTAL_TOKENS")) is not None:  # TGI
+            totals.append(total)
+            if (max_input := _env_int(env, "MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH")) is not None:
+                inputs.append(max_input)
+        elif (length := _env_int(env, *VLLM_MAX_MODEL_LEN)) is not None:
+            totals.append(length)
+            inputs.append(length - 1)
+        elif (max_input := _env_int(env, "MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH")) is not None:
+            inputs.append(max_input)
     source = f"deployed model {', '.join(models)}" if models else "deployed component"
     return source, (min(inputs, default=None), min(totals, default=None))
 

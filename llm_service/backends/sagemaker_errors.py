@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
 
@@ -20,10 +22,13 @@ def map_error(exc: BaseException, endpoint: str) -> ServiceError:
         error = exc.response.get("Error", {})
         code, message = str(error.get("Code", "")), str(error.get("Message", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code == "ModelError":  # the TGI container answered an error status: judge by that status
+        if code == "ModelError":  # the container answered an error status: judge by that status
             original = exc.response.get("OriginalStatusCode")
             status = original if isinstance(original, int) else 500
-            return error_from_status(status, str(exc.response.get("OriginalMessage") or message))
+            body = str(exc.response.get("OriginalMessage") or message)
+            if status == 400:  # OpenAI servers (vLLM) refuse a request with 400 where TGI says 422
+                return InvalidArgument({"parameters": _openai_message(body)})
+            return error_from_status(status, body)
         if code.startswith("Validation"):
             if "not found" in message.lower() or "could not find" in message.lower():
                 return BackendUnavailable(f"SageMaker endpoint {endpoint} not found: {message}")
@@ -39,3 +44,15 @@ def map_error(exc: BaseException, endpoint: str) -> ServiceError:
         # Refused, timed out, connection dropped mid-stream, no credentials.
         return BackendUnavailable(f"SageMaker endpoint {endpoint} is unreachable: {exc}")
     return BackendError(f"SageMaker call failed: {exc!r}")
+
+
+def _openai_message(body: str) -> str:
+    """The message of an OpenAI error body ({"error": {"message"}}, or vLLM's flat {"message"}), else the body."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(payload, dict):
+        return body
+    error = payload.get("error")
+    return str((error if isinstance(error, dict) else payload).get("message") or body)

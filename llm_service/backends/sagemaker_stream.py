@@ -16,7 +16,7 @@ from typing import Any
 
 from llm_service.backends.sagemaker_errors import map_error
 from llm_service.backends.tgi_payload import error_from_tgi
-from llm_service.errors import BackendError
+from llm_service.errors import BackendError, InvalidArgument, Overloaded, ServiceError
 
 _END = object()
 
@@ -135,13 +135,27 @@ class StreamPump:
 
 
 def parse_event(data: str) -> dict[str, Any]:
-    """One SSE `data:` payload as a TGI event (generate) or chunk (chat); an error event raises its service error."""
+    """One SSE `data:` payload as a TGI event or an OpenAI chunk; an error event raises its service error."""
     try:
         event = json.loads(data)
     except ValueError as exc:
         raise BackendError(f"the SageMaker endpoint sent a malformed event: {data[:200]!r}") from exc
     if not isinstance(event, dict):
         raise BackendError(f"the SageMaker endpoint sent an unexpected event: {data[:200]!r}")
-    if event.get("error") is not None:  # TGI reports errors after the stream started as an SSE event
-        raise error_from_tgi(str(event["error"]), event.get("error_type"))
+    error = event.get("error")
+    if isinstance(error, dict):  # vLLM (OpenAI): {"error": {"message", "type", "code"}}
+        raise openai_error(error)
+    if error is not None:  # TGI reports errors after the stream started as an SSE event
+        raise error_from_tgi(str(error), event.get("error_type"))
     return event
+
+
+def openai_error(error: dict[str, Any]) -> ServiceError:
+    """The service error for an OpenAI-style error object (vLLM's stream error events and error bodies)."""
+    message = str(error.get("message") or error)
+    kind, code = str(error.get("type") or ""), error.get("code")
+    if code == 400 or kind in ("BadRequestError", "invalid_request_error"):
+        return InvalidArgument({"parameters": message})
+    if code == 429 or kind in ("RateLimitError", "TooManyRequests"):
+        return Overloaded(f"the model server is overloaded: {message}")
+    return BackendError(f"the model server failed ({kind or code}): {message}")

@@ -66,11 +66,15 @@ class TgiBackend:
         max_total_tokens: int = 4096,
         timeout_s: float = 60.0,
         headers: dict[str, str] | None = None,
+        adapters: tuple[str, ...] = (),
     ) -> None:
         self._url = url.rstrip("/")
+        self._adapters = tuple(adapters)  # LoRA adapter ids the server loaded (TGI's LORA_ADAPTERS)
         self._timeout_s = timeout_s
         self._headers = dict(headers or {})
-        self._info = ModelInfo(model_id or self._url, "tgi", max_input_tokens, max_total_tokens)
+        self._info = ModelInfo(
+            model_id or self._url, "tgi", max_input_tokens, max_total_tokens, adapters=self._adapters
+        )
         self._model_id = model_id
         # timeout_s bounds connecting and each wait between two reads, not a whole generation.
         self._http = httpx2.AsyncClient(
@@ -98,6 +102,7 @@ class TgiBackend:
             max_input_tokens=int(max_input),
             max_total_tokens=int(info.get("max_total_tokens") or self._info.max_total_tokens),
             model_revision=info.get("model_sha") or "",
+            adapters=self._adapters,
         )
 
     def info(self) -> ModelInfo:
@@ -160,6 +165,7 @@ class TgiBackend:
                     stream=True,
                     details=True,
                     decoder_input_details=False,  # TGI rejects it on streams
+                    adapter_id=request.adapter or None,
                     **generate_parameters(p),
                 )
                 finished = False
@@ -173,6 +179,8 @@ class TgiBackend:
             else:
                 chunks = await client.chat_completion(
                     message_dicts(request.input.messages),  # type: ignore[arg-type]
+                    # TGI's chat route takes `model` as the adapter id, except "tgi": the base model.
+                    model=request.adapter or "tgi",
                     stream=True,
                     stream_options=ChatCompletionInputStreamOptions(include_usage=True),
                     **chat_parameters(p),

@@ -1,4 +1,4 @@
-"""Deploy the LLM Twin model to a SageMaker endpoint (Hugging Face TGI DLC), keep it in sync, tear it down."""
+"""Deploy the LLM Twin model to SageMaker (HF TGI or vLLM DLC, LoRA adapters), keep it in sync, tear it down."""
 
 from llm_service.deploy.config import PROFILES, DeploySettings, Profile, image_uri_for
 from llm_service.deploy.plan import Call, DeployPlan, build_plan

@@ -1,19 +1,29 @@
-"""Deployment settings (env prefix LLMTWIN_SM_) and the hardware profiles they start from."""
+"""Deployment settings (env prefix LLMTWIN_SM_), the containers, and the hardware profiles they start from."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The Hugging Face TGI DLC (TGI 3.3.6), pinned, so a deploy does not change under us when a new DLC ships.
-# The SageMaker SDK resolves the same URIs (`image_uris.retrieve("huggingface-tgi", ...)`); we keep the table
-# here instead of installing it. Most commercial regions pull from 763104351884; opt-in regions have their
-# own accounts. Anything else: set LLMTWIN_SM_IMAGE_URI.
-IMAGE_REPOSITORY = "huggingface-pytorch-tgi-inference"
-IMAGE_TAG = "2.7.0-tgi3.3.6-gpu-py311-cu124-ubuntu22.04"
+# The serving containers, pinned, so a deploy does not change under us when a new DLC ships. The SageMaker
+# SDK resolves the same URIs (`image_uris.retrieve("huggingface-llm", ...)` for TGI, `"huggingface-vllm"` for
+# vLLM: sagemaker-core's image_uri_config/huggingface-vllm.json, version 0.27.1); we keep the table here
+# instead of installing it. Most commercial regions pull from 763104351884; opt-in regions have their own
+# accounts (the same ones in both tables). Anything else (AWS's LMI, another version): LLMTWIN_SM_IMAGE_URI.
+ContainerName = Literal["tgi", "vllm"]
+IMAGES: dict[str, tuple[str, str]] = {  # container -> (repository, tag)
+    # Hugging Face TGI DLC, TGI 3.3.6: the last TGI DLC (TGI is in maintenance mode).
+    "tgi": ("huggingface-pytorch-tgi-inference", "2.7.0-tgi3.3.6-gpu-py311-cu124-ubuntu22.04"),
+    # Hugging Face vLLM DLC, vLLM 0.27.1 (OpenAI API; flags as SM_VLLM_* env; CUDA 13: see VLLM_AMI_VERSION).
+    "vllm": ("huggingface-vllm", "0.27.1-transformers5.10.2-gpu-py312-cu130-ubuntu22.04"),
+}
+IMAGE_REPOSITORY, IMAGE_TAG = IMAGES["tgi"]  # the names before the container choice
+# CUDA 13 (cu130) images need the NVIDIA driver of this inference AMI (ProductionVariant.InferenceAmiVersion).
+VLLM_AMI_VERSION = "al2-ami-sagemaker-inference-gpu-3-1"
 _DLC_ACCOUNTS: dict[str, str] = {
     **dict.fromkeys(
         (
@@ -38,15 +48,29 @@ _DLC_ACCOUNTS: dict[str, str] = {
     "me-central-1": "914824155844",
     "me-south-1": "217643126080",
 }  # fmt: skip
+# Regions of huggingface-vllm.json that huggingface-llm.json (TGI) does not list.
+_VLLM_ONLY_ACCOUNTS: dict[str, str] = {
+    "ap-east-2": "975050140332",
+    "ap-southeast-5": "550225433462",
+    "ap-southeast-6": "633930458069",
+    "ap-southeast-7": "590183813437",
+    "mx-central-1": "637423239942",
+}
 
 
-def image_uri_for(region: str) -> str:
-    """The pinned TGI DLC image in `region`; ValueError for a region without a pinned account."""
+def image_uri_for(region: str, container: ContainerName = "tgi") -> str:
+    """The pinned DLC image of `container` in `region`; ValueError for a region without a pinned account."""
+    accounts = _DLC_ACCOUNTS | _VLLM_ONLY_ACCOUNTS if container == "vllm" else _DLC_ACCOUNTS
     try:
-        account = _DLC_ACCOUNTS[region]
+        account = accounts[region]
     except KeyError:
-        raise ValueError(f"no pinned TGI image for region {region}: set LLMTWIN_SM_IMAGE_URI") from None
-    return f"{account}.dkr.ecr.{region}.amazonaws.com/{IMAGE_REPOSITORY}:{IMAGE_TAG}"
+        raise ValueError(f"no pinned {container} image for region {region}: set LLMTWIN_SM_IMAGE_URI") from None
+    repository, tag = IMAGES[container]
+    return f"{account}.dkr.ecr.{region}.amazonaws.com/{repository}:{tag}"
+
+
+# Adapter names become inference component names ("<endpoint>-ic-<name>", at most 63 characters).
+ADAPTER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,18}$")
 
 
 ProfileName = Literal["a10g-8b", "a100-30b"]
@@ -64,7 +88,8 @@ class Profile:
     gpus_per_copy: int  # SM_NUM_GPUS (tensor-parallel shards) and the accelerators one copy reserves
     cpus_per_copy: int  # host cores one copy reserves (tokenizer, router, HTTP)
     memory_mb_per_copy: int  # host RAM one copy reserves
-    quantize: str | None  # HF_MODEL_QUANTIZE
+    quantize: str | None  # TGI: HF_MODEL_QUANTIZE
+    vllm_quantize: str | None  # vLLM: SM_VLLM_QUANTIZATION (its --quantization)
     max_input_tokens: int
     max_total_tokens: int
     max_batch_total_tokens: int
@@ -84,9 +109,14 @@ PROFILES: dict[str, Profile] = {
         cpus_per_copy=4,
         memory_mb_per_copy=8 * 1024,
         quantize="bitsandbytes",
+        # vLLM: bf16 (16 GB) fits the A10G and keeps the model's quality; 4096-token sequences leave the
+        # KV cache ~5 GB at --gpu-memory-utilization 0.9 (~40k tokens, ten full-length requests).
+        vllm_quantize=None,
         max_input_tokens=2048,
         max_total_tokens=4096,
         max_batch_total_tokens=16384,
+        # ~16 GB of weights from the Hub (2-3 min), bitsandbytes or CUDA-graph warm-up (1-3 min): 15 min leaves
+        # room for a slow Hub; vLLM's start is in the same range.
         startup_timeout_s=900,
         prompt_format="alpaca",  # TwinLlama was fine-tuned on Alpaca-format instructions
     ),
@@ -100,6 +130,7 @@ PROFILES: dict[str, Profile] = {
         cpus_per_copy=32,
         memory_mb_per_copy=256 * 1024,
         quantize=None,
+        vllm_quantize=None,
         max_input_tokens=4096,
         max_total_tokens=8192,
         max_batch_total_tokens=65536,
@@ -131,6 +162,10 @@ class DeploySettings(BaseSettings):
         validation_alias=AliasChoices("LLMTWIN_SM_PROFILE", "LLMTWIN_SM_PRESET"),  # PRESET: the old name
         description="a10g-8b (ml.g5.2xlarge, 8B 8-bit) or a100-30b (ml.p4d.24xlarge, 32B bf16).",
     )
+    container: ContainerName = Field(
+        default="tgi",
+        description="Serving container: tgi (HF TGI DLC, TGI payloads) or vllm (HF vLLM DLC, OpenAI payloads).",
+    )
     model_id: str | None = Field(default=None, description="Hugging Face model id (HF_MODEL_ID); default: profile's.")
     prompt_format: Literal["alpaca", "chat"] | None = Field(
         default=None, description="The model's prompt format, for the RAG service; default: the profile's."
@@ -142,17 +177,29 @@ class DeploySettings(BaseSettings):
     instance_type: str | None = Field(default=None, description="Instance type; default: the profile's.")
     instance_count: int | None = Field(default=None, ge=1, description="Initial instances; default: enough for min.")
     max_instance_count: int | None = Field(default=None, ge=1, description="Managed instance scaling ceiling.")
-    image_uri: str | None = Field(default=None, description="TGI container image; default: the pinned HF TGI DLC.")
-    num_gpus: int | None = Field(default=None, ge=1, description="SM_NUM_GPUS per copy; default: the profile's.")
-    quantize: str | None = Field(
-        default=None, description="HF_MODEL_QUANTIZE (bitsandbytes, eetq, awq, ...; 'none': off); default: profile's."
+    image_uri: str | None = Field(default=None, description="Container image; default: the container's pinned DLC.")
+    num_gpus: int | None = Field(
+        default=None, ge=1, description="GPUs per copy (SM_NUM_GPUS, SM_VLLM_TENSOR_PARALLEL_SIZE); default: profile's."
     )
-    max_input_tokens: int | None = Field(default=None, ge=1, description="MAX_INPUT_TOKENS; default: profile's.")
-    max_total_tokens: int | None = Field(default=None, ge=2, description="MAX_TOTAL_TOKENS; default: profile's.")
+    quantize: str | None = Field(
+        default=None,
+        description="HF_MODEL_QUANTIZE / SM_VLLM_QUANTIZATION (bitsandbytes, awq, fp8, ...; 'none': off); "
+        "default: the profile's for the container.",
+    )
+    max_input_tokens: int | None = Field(
+        default=None, ge=1, description="tgi: MAX_INPUT_TOKENS (vllm: no separate limit); default: profile's."
+    )
+    max_total_tokens: int | None = Field(
+        default=None, ge=2, description="MAX_TOTAL_TOKENS / SM_VLLM_MAX_MODEL_LEN; default: profile's."
+    )
     max_batch_total_tokens: int | None = Field(
         default=None, ge=2, description="MAX_BATCH_TOTAL_TOKENS; default: profile's."
     )
     container_env: dict[str, str] = Field(default_factory=dict, description="Extra container env (JSON object).")
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters as inference components on the base one: JSON {name: s3:// artifact URL}.",
+    )
     min_copies: int = Field(default=1, ge=1, description="Autoscaling: fewest model copies.")
     max_copies: int = Field(default=2, ge=1, description="Autoscaling: most model copies.")
     target_invocations_per_copy: float = Field(
@@ -168,6 +215,16 @@ class DeploySettings(BaseSettings):
     @classmethod
     def _old_profile_names(cls, value: Any) -> Any:
         return PROFILE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not ADAPTER_NAME.match(name):
+                raise ValueError(f"adapter name {name!r}: letters, digits and dashes, at most 19 characters")
+            if not url.startswith("s3://"):
+                raise ValueError(f"adapter {name}: the artifact URL must be an s3:// URL, not {url!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

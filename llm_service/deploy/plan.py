@@ -3,7 +3,8 @@
 Models and endpoint configs are immutable in SageMaker, so their names end in a digest of their content:
 a changed setting yields a new name, which `up` creates and then switches to (UpdateEndpoint,
 UpdateInferenceComponent). The endpoint, inference component and scaling policy keep stable names, the
-ones the LLM service is pointed at.
+ones the LLM service is pointed at. LoRA adapters are inference components on the base one
+(Specification.BaseInferenceComponentName + the adapter's ArtifactUrl), named "<component>-<adapter>".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llm_service.deploy.config import DeploySettings, image_uri_for
+from llm_service.deploy.config import VLLM_AMI_VERSION, DeploySettings, image_uri_for
 
 VARIANT_NAME = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
@@ -72,12 +73,19 @@ class DeployPlan:
     instance_type: str
     max_instances: int
     prompt_format: str  # the deployed model's, for the RAG service
+    payload: str  # what the container speaks: "tgi" or "openai" (the LLM service's LLM_SAGEMAKER_PAYLOAD)
     create_model: Payload = field(repr=False)
     create_endpoint_config: Payload
     create_endpoint: Payload
     create_inference_component: Payload
     register_scalable_target: Payload
     put_scaling_policy: Payload
+    create_adapters: dict[str, Payload] = field(default_factory=dict)  # adapter name -> its CreateInferenceComponent
+
+    @property
+    def adapter_components(self) -> dict[str, str]:
+        """Adapter name -> its inference component's name."""
+        return {name: params["InferenceComponentName"] for name, params in self.create_adapters.items()}
 
     @property
     def resource_id(self) -> str:
@@ -107,11 +115,17 @@ class DeployPlan:
             Call("sagemaker", "CreateInferenceComponent", self.create_inference_component),
             Call("application-autoscaling", "RegisterScalableTarget", self.register_scalable_target),
             Call("application-autoscaling", "PutScalingPolicy", self.put_scaling_policy),
+            *(Call("sagemaker", "CreateInferenceComponent", params) for params in self.create_adapters.values()),
         ]
 
     def down_calls(self) -> list[Call]:
-        """What `down` sends when everything of this plan exists: the reverse of creation."""
+        """What `down` sends when everything of this plan exists: the reverse of creation (adapters first)."""
+        adapters = [
+            Call("sagemaker", "DeleteInferenceComponent", {"InferenceComponentName": name})
+            for name in self.adapter_components.values()
+        ]
         return [
+            *adapters,
             Call(
                 "application-autoscaling",
                 "DeleteScalingPolicy",
@@ -126,12 +140,16 @@ class DeployPlan:
 
     def service_env(self) -> dict[str, str]:
         """Environment that points the LLM service at this endpoint."""
-        return {
+        env = {
             "LLM_BACKEND": "sagemaker",
             "LLM_SAGEMAKER_ENDPOINT_NAME": self.endpoint_name,
             "LLM_SAGEMAKER_INFERENCE_COMPONENT": self.inference_component_name,
             "LLM_SAGEMAKER_REGION": self.region,
+            "LLM_SAGEMAKER_PAYLOAD": self.payload,
         }
+        if self.create_adapters:
+            env["LLM_SAGEMAKER_ADAPTERS"] = ",".join(f"{n}={c}" for n, c in self.adapter_components.items())
+        return env
 
     def rag_env(self) -> dict[str, str]:
         """Environment the RAG service needs for this model: the prompt format it was trained on."""
@@ -139,7 +157,9 @@ class DeployPlan:
 
 
 def container_env(settings: DeploySettings) -> dict[str, str]:
-    """The TGI container's environment: model, shards, limits, quantization, token, then user overrides."""
+    """The container's environment: model, shards, limits, quantization, token, then user overrides."""
+    if settings.container == "vllm":
+        return _vllm_env(settings) | _token_env(settings) | settings.container_env
     profile = settings.profile_spec
     max_input, max_total, max_batch = settings.tgi_limits
     env = {"HF_MODEL_ID": settings.model_id or profile.model_id}
@@ -154,10 +174,36 @@ def container_env(settings: DeploySettings) -> dict[str, str]:
     quantize = settings.quantize or profile.quantize
     if quantize and quantize != "none":
         env["HF_MODEL_QUANTIZE"] = quantize
-    if settings.hf_token is not None:
-        # TGI's launcher reads HF_TOKEN; the DLC docs and the book use the older name: set both.
-        env |= dict.fromkeys(TOKEN_KEYS, settings.hf_token.get_secret_value())
-    return env | settings.container_env
+    return env | _token_env(settings) | settings.container_env
+
+
+def _vllm_env(settings: DeploySettings) -> dict[str, str]:
+    """The HF vLLM DLC's environment: every SM_VLLM_<FLAG> becomes vLLM's --<flag> (dashes as underscores)."""
+    profile = settings.profile_spec
+    env = {
+        "HF_MODEL_ID": settings.model_id or profile.model_id,  # the DLC serves it unless SM_VLLM_MODEL says another
+        "SM_VLLM_HOST": "0.0.0.0",  # vLLM binds localhost by default: SageMaker's /ping could not reach it
+    }
+    if settings.model_revision:
+        env["SM_VLLM_REVISION"] = settings.model_revision
+    env |= {
+        "SM_VLLM_TENSOR_PARALLEL_SIZE": str(settings.num_gpus or profile.gpus_per_copy),
+        # vLLM has one limit, prompt + generated tokens; a prompt may take all of it but one token.
+        "SM_VLLM_MAX_MODEL_LEN": str(settings.tgi_limits[1]),
+    }
+    quantize = settings.quantize or profile.vllm_quantize
+    if quantize and quantize != "none":
+        env["SM_VLLM_QUANTIZATION"] = quantize
+    if settings.adapters:  # adapter inference components are LoRA adapters loaded into this engine
+        env |= {"SM_VLLM_ENABLE_LORA": "true", "SM_VLLM_MAX_LORAS": str(len(settings.adapters))}
+    return env
+
+
+def _token_env(settings: DeploySettings) -> dict[str, str]:
+    if settings.hf_token is None:
+        return {}
+    # TGI's launcher and vLLM read HF_TOKEN; the DLC docs and the book use the older name: set both.
+    return dict.fromkeys(TOKEN_KEYS, settings.hf_token.get_secret_value())
 
 
 def build_plan(settings: DeploySettings) -> DeployPlan:
@@ -178,30 +224,28 @@ def build_plan(settings: DeploySettings) -> DeployPlan:
     model = {
         "ExecutionRoleArn": role,
         "PrimaryContainer": {
-            "Image": settings.image_uri or image_uri_for(settings.region),
+            "Image": settings.image_uri or image_uri_for(settings.region, settings.container),
             "Environment": container_env(settings),
         },
     }
     model_name = f"{name}-model-{_digest(model)}"
     # Inference-component endpoints: no ModelName on the variant (the component brings it), the role on the
     # config, and managed instance scaling so copies can grow past the initial instances.
-    config = {
-        "ExecutionRoleArn": role,
-        "ProductionVariants": [
-            {
-                "VariantName": VARIANT_NAME,
-                "InstanceType": instance_type,
-                "InitialInstanceCount": instances,
-                "ManagedInstanceScaling": {
-                    "Status": "ENABLED",
-                    "MinInstanceCount": instances,
-                    "MaxInstanceCount": max_instances,
-                },
-                # LLM requests last seconds: send each to the copy with the fewest in flight.
-                "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
-            }
-        ],
+    variant: Payload = {
+        "VariantName": VARIANT_NAME,
+        "InstanceType": instance_type,
+        "InitialInstanceCount": instances,
+        "ManagedInstanceScaling": {
+            "Status": "ENABLED",
+            "MinInstanceCount": instances,
+            "MaxInstanceCount": max_instances,
+        },
+        # LLM requests last seconds: send each to the copy with the fewest in flight.
+        "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
     }
+    if settings.container == "vllm":  # a CUDA 13 image: the default AMI's driver is too old for it
+        variant["InferenceAmiVersion"] = VLLM_AMI_VERSION
+    config = {"ExecutionRoleArn": role, "ProductionVariants": [variant]}
     config_name = f"{name}-config-{_digest(config)}"
     target = {"ServiceNamespace": "sagemaker", "ResourceId": f"inference-component/{ic_name}"}
     target["ScalableDimension"] = SCALABLE_DIMENSION
@@ -215,6 +259,7 @@ def build_plan(settings: DeploySettings) -> DeployPlan:
         instance_type=instance_type,
         max_instances=max_instances,
         prompt_format=settings.prompt_format or profile.prompt_format,
+        payload="openai" if settings.container == "vllm" else "tgi",
         create_model={"ModelName": model_name, **model},
         create_endpoint_config={"EndpointConfigName": config_name, **config},
         create_endpoint={"EndpointName": name, "EndpointConfigName": config_name},
@@ -249,5 +294,14 @@ def build_plan(settings: DeploySettings) -> DeployPlan:
                 "ScaleOutCooldown": SCALE_OUT_COOLDOWN_S,
                 "ScaleInCooldown": SCALE_IN_COOLDOWN_S,
             },
+        },
+        # Adapters share the base component's copies and accelerators: no compute, copies nor scaling of their own.
+        create_adapters={
+            adapter: {
+                "InferenceComponentName": f"{ic_name}-{adapter}",
+                "EndpointName": name,
+                "Specification": {"BaseInferenceComponentName": ic_name, "Container": {"ArtifactUrl": url}},
+            }
+            for adapter, url in settings.adapters.items()
         },
     )

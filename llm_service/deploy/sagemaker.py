@@ -140,6 +140,32 @@ class SageMakerDeployer:
     def _component(self) -> dict[str, Any] | None:
         return self._describe("DescribeInferenceComponent", InferenceComponentName=self.plan.inference_component_name)
 
+    def _adapter(self, name: str) -> dict[str, Any] | None:
+        return self._describe("DescribeInferenceComponent", InferenceComponentName=name)
+
+    def _live_adapters(self) -> dict[str, dict[str, Any]]:
+        """The adapter components on the base component, live: planned ones and ones settings no longer name."""
+        plan, names, token = self.plan, [], None
+        if self._endpoint() is None:
+            return {}
+        while True:
+            params: dict[str, Any] = {"EndpointNameEquals": plan.endpoint_name}
+            if token:
+                params["NextToken"] = token
+            page = self._invoke("sagemaker", "ListInferenceComponents", params)
+            names += [c["InferenceComponentName"] for c in page.get("InferenceComponents", [])]
+            if not (token := page.get("NextToken")):
+                break
+        found = {}
+        for name in names:
+            if name == plan.inference_component_name:
+                continue
+            component = self._adapter(name)
+            spec = (component or {}).get("Specification", {})
+            if component is not None and spec.get("BaseInferenceComponentName") == plan.inference_component_name:
+                found[name] = component
+        return found
+
     def _scalable_target(self) -> dict[str, Any] | None:
         params = {**self.plan.scalable_target, "ResourceIds": [self.plan.resource_id]}
         del params["ResourceId"]
@@ -183,6 +209,10 @@ class SageMakerDeployer:
         what = f"inference component {self.plan.inference_component_name}"
         return self._wait(what, self._component, "InferenceComponentStatus", gone=gone)
 
+    def _wait_adapter(self, name: str, *, gone: bool = False) -> dict[str, Any] | None:
+        what = f"adapter component {name}"
+        return self._wait(what, lambda: self._adapter(name), "InferenceComponentStatus", gone=gone)
+
     # -- up -------------------------------------------------------------------------------------------
 
     def up(self) -> list[Call]:
@@ -195,6 +225,7 @@ class SageMakerDeployer:
         old_config = self._up_endpoint()
         old_model = self._up_component()
         self._up_autoscaling()
+        self._up_adapters()
         # The superseded model and config are no longer referenced: delete them so `down` leaves nothing.
         if old_config and plan.owns(old_config):
             self._delete("DeleteEndpointConfig", EndpointConfigName=old_config)
@@ -268,28 +299,65 @@ class SageMakerDeployer:
         if not _covers(self._scaling_policy(), plan.put_scaling_policy):
             self._send(Call("application-autoscaling", "PutScalingPolicy", plan.put_scaling_policy))
 
+    def _up_adapters(self) -> None:
+        """Create the planned adapter components, point changed ones at their new artifact, delete unlisted ones."""
+        plan = self.plan
+        for params in plan.create_adapters.values():
+            name = params["InferenceComponentName"]
+            component = self._adapter(name)
+            if component is None:
+                self._send(Call("sagemaker", "CreateInferenceComponent", params))
+                self._wait_adapter(name)
+                continue
+            if component["InferenceComponentStatus"] == "Deleting":
+                raise DeployError(f"{name} is being deleted: wait for down to finish, then up")
+            if component["InferenceComponentStatus"] != "InService":
+                component = self._wait_adapter(name)
+                assert component is not None
+            if not _covers(component["Specification"], params["Specification"]):
+                update = {"InferenceComponentName": name, "Specification": params["Specification"]}
+                self._send(Call("sagemaker", "UpdateInferenceComponent", update))
+                self._wait_adapter(name)
+        planned = set(plan.adapter_components.values())
+        stale = [name for name in self._live_adapters() if name not in planned]
+        self._delete_adapters(stale)
+
+    def _delete_adapters(self, names: list[str]) -> None:
+        for name in names:
+            self._delete("DeleteInferenceComponent", InferenceComponentName=name)
+        for name in names:
+            self._wait_adapter(name, gone=True)
+
     # -- down -----------------------------------------------------------------------------------------
 
     def down(self) -> list[Call]:
         """Delete everything in reverse order of creation; what is missing is skipped. Returns the writes."""
         plan, start = self.plan, len(self.sent)
+        # Adapters first (the base cannot go while they sit on it), the live ones: also those settings dropped.
+        live = self._live_adapters()
+        for name, adapter in live.items():
+            if adapter["InferenceComponentStatus"] != "Deleting":
+                self._delete("DeleteInferenceComponent", InferenceComponentName=name)
+        for name in live:
+            self._wait_adapter(name, gone=True)
+        delete_policy, deregister, delete_component, delete_endpoint = plan.down_calls()[-6:-2]
         if self._scaling_policy() is not None:
-            self._send(plan.down_calls()[0])
+            self._send(delete_policy)
         if self._scalable_target() is not None:
-            self._send(plan.down_calls()[1])
+            self._send(deregister)
         # The live names win: after an update, or with other settings than the ones that deployed it.
         models, configs = [plan.model_name], [plan.endpoint_config_name]
         component = self._component()
         if component is not None:
             models.insert(0, component["Specification"]["ModelName"])
             if component["InferenceComponentStatus"] != "Deleting":
-                self._send(plan.down_calls()[2])
+                self._send(delete_component)
             self._wait_component(gone=True)  # the endpoint cannot go while it has components
         endpoint = self._endpoint()
         if endpoint is not None:
             configs.insert(0, endpoint["EndpointConfigName"])
             if endpoint["EndpointStatus"] != "Deleting":
-                self._send(plan.down_calls()[3])
+                self._send(delete_endpoint)
             self._wait_endpoint(gone=True)  # so a new `up` may reuse the name
         for name in dict.fromkeys(configs):
             if plan.owns(name) and self._endpoint_config(name) is not None:
@@ -332,6 +400,15 @@ class SageMakerDeployer:
             )
         if target is not None:
             target_state = f"copies {target['MinCapacity']}..{target['MaxCapacity']}"
+        adapters = [
+            ResourceState("adapter-component", name, c["InferenceComponentStatus"])
+            for name, c in self._live_adapters().items()
+        ]
+        adapters += [
+            ResourceState("adapter-component", name, None)
+            for name in plan.adapter_components.values()
+            if name not in {a.name for a in adapters}
+        ]
         return [
             ResourceState("model", model_name, model_state),
             ResourceState("endpoint-config", config_name, config_state),
@@ -339,4 +416,5 @@ class SageMakerDeployer:
             ResourceState("inference-component", plan.inference_component_name, component_state),
             ResourceState("scalable-target", plan.resource_id, target_state),
             ResourceState("scaling-policy", plan.scaling_policy_name, policy["PolicyType"] if policy else None),
+            *adapters,
         ]

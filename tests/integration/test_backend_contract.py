@@ -3,7 +3,9 @@
 Stop sequences are cut from the output (also when one is split across tokens or ends inside one), finish
 reasons, usage counts, limits, cancellation and errors. The backends run for real: embedded (llama.cpp
 with the packaged model), echo, TGI through huggingface_hub against fake_tgi, SageMaker through boto3
-against fake_sagemaker. Expected texts come from each backend's own greedy output, so one test fits all.
+against fake_sagemaker, OpenAI-compatible through the openai SDK against llama.cpp's own HTTP server
+("openai") and against fake_vllm ("openai-vllm"). Expected texts come from each backend's own greedy
+output, so one test fits all.
 
 To add a backend, write a `@harness("name")` builder below: it yields a started backend and the hooks
 the tests need (what the model produced, whether it is idle, how to make it fail).
@@ -26,7 +28,9 @@ from tokenizers.pre_tokenizers import WhitespaceSplit
 from llm_service.backends.base import Backend
 from llm_service.backends.echo import EchoBackend
 from llm_service.backends.embedded import EmbeddedBackend, packaged_model_path
+from llm_service.backends.openai import OpenAIBackend
 from llm_service.backends.sagemaker import SageMakerBackend
+from llm_service.backends.sagemaker_payload import PayloadKind
 from llm_service.backends.tgi import TgiBackend
 from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument
 from llm_service.generation import Generator
@@ -34,6 +38,8 @@ from llm_service.types import Completion, FinishReason, GenerationInput, Message
 from servekit.admission import Admission
 from tests.support.fake_sagemaker import FakeSageMaker
 from tests.support.fake_tgi import FakeTgi, ServerThread
+from tests.support.fake_vllm import FakeVllm
+from tests.support.llama_server import LlamaServer
 
 PROMPT = "Count slowly: one, two, three, four, five, six, seven, eight, nine, ten."
 MESSAGES = (Message("system", "You are a patient teacher."), Message("user", "Describe the sea in one long sentence."))
@@ -64,6 +70,8 @@ class Fakes:
     tgi: FakeTgi
     sagemaker: FakeSageMaker
     tmp: Path
+    vllm: FakeVllm
+    llama: LlamaServer  # llama.cpp's real HTTP server (xllamacpp), the packaged model
 
 
 HarnessFactory = Callable[[Fakes], AbstractAsyncContextManager[Harness]]
@@ -163,6 +171,19 @@ async def _tgi(fakes: Fakes) -> AsyncIterator[Harness]:
 
 @harness("sagemaker")
 async def _sagemaker(fakes: Fakes) -> AsyncIterator[Harness]:
+    async for built in _sagemaker_with(fakes, "tgi"):
+        yield built
+
+
+@harness("sagemaker-openai")
+async def _sagemaker_openai(fakes: Fakes) -> AsyncIterator[Harness]:
+    """The vLLM container: OpenAI payloads, one max model length (the prompt limit is that less one)."""
+    fakes.sagemaker.use_openai()
+    async for built in _sagemaker_with(fakes, "openai"):
+        yield built
+
+
+async def _sagemaker_with(fakes: Fakes, payload: PayloadKind) -> AsyncIterator[Harness]:
     endpoint = fakes.sagemaker
     model = endpoint.model
     # The model's tokenizer, as tokenizer.json: the fake model's tokens are whitespace-separated words.
@@ -177,6 +198,7 @@ async def _sagemaker(fakes: Fakes) -> AsyncIterator[Harness]:
             endpoint_url=endpoint.url,
             session=session,
             tokenizer_path=str(fakes.tmp / "tokenizer.json"),
+            payload=payload,
             timeout_s=10,
             max_attempts=1,
         )
@@ -191,7 +213,8 @@ async def _sagemaker(fakes: Fakes) -> AsyncIterator[Harness]:
     yield Harness(
         backend,
         "sagemaker",
-        (model.max_input_tokens, model.max_total_tokens),  # the deployed container's MAX_*_TOKENS
+        # The deployed container's MAX_*_TOKENS, or vLLM's SM_VLLM_MAX_MODEL_LEN.
+        (model.max_input_tokens if payload == "tgi" else model.max_total_tokens - 1, model.max_total_tokens),
         produced=lambda: model.produced,
         idle=lambda: model.active == 0,
         long=long,
@@ -203,23 +226,80 @@ async def _sagemaker(fakes: Fakes) -> AsyncIterator[Harness]:
     await backend.aclose()
 
 
+def _closed_port_url() -> str:
+    server = ServerThread(FakeVllm().app())
+    url = f"http://127.0.0.1:{server.start()}/v1"
+    server.stop()  # a port that was just free: connections are refused
+    return url
+
+
+@harness("openai")
+async def _openai_llamacpp(fakes: Fakes) -> AsyncIterator[Harness]:
+    server = fakes.llama
+    backend = OpenAIBackend(server.url, timeout_s=30)
+    await backend.start()
+    yield Harness(
+        backend,
+        "openai",
+        (2047, 2048),  # /props: the slot's n_ctx
+        produced=server.produced,
+        idle=server.idle,
+        long=lambda n: greedy(GenerationInput(prompt="Once upon a time, in a land far away,"), max_new_tokens=n),
+        unavailable=lambda: OpenAIBackend(_closed_port_url(), timeout_s=2),
+        ends_by_itself=greedy(GenerationInput(messages=(Message("user", "Say just: yes"),)), max_new_tokens=64),
+    )
+    await backend.aclose()
+
+
+@harness("openai-vllm")
+async def _openai_vllm(fakes: Fakes) -> AsyncIterator[Harness]:
+    model = fakes.vllm
+    backend = OpenAIBackend(f"{model.url}/v1", timeout_s=10)
+    await backend.start()
+
+    def long(n: int) -> Request:
+        model.tokens, model.token_delay_s = ["tok"] * n, 0.01
+        return greedy(INPUTS["prompt"], max_new_tokens=n)
+
+    def fail_after(n: int) -> None:
+        model.error_after = n
+
+    yield Harness(
+        backend,
+        "openai",
+        (model.max_model_len - 1, model.max_model_len),  # max_model_len in /v1/models
+        produced=lambda: model.produced,
+        idle=lambda: model.active == 0,
+        long=long,
+        unavailable=lambda: OpenAIBackend(_closed_port_url(), timeout_s=2),
+        fail_after=fail_after,
+        ends_by_itself=greedy(INPUTS["prompt"], max_new_tokens=64),
+    )
+    await backend.aclose()
+
+
 # -- fixtures and helpers ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fakes]:
-    fakes = Fakes(FakeTgi(), FakeSageMaker(), tmp_path_factory.mktemp("contract"))
+    fakes = Fakes(FakeTgi(), FakeSageMaker(), tmp_path_factory.mktemp("contract"), FakeVllm(), LlamaServer())
     fakes.tgi.start()
     fakes.sagemaker.start()
+    fakes.vllm.start()
+    fakes.llama.start()
     yield fakes
     fakes.tgi.stop()
     fakes.sagemaker.stop()
+    fakes.vllm.stop()
+    fakes.llama.stop()
 
 
 @pytest.fixture(params=list(HARNESSES))
 async def h(request: pytest.FixtureRequest, servers: Fakes) -> AsyncIterator[Harness]:
     servers.tgi.reset()
     servers.sagemaker.reset()
+    servers.vllm.reset()
     async with HARNESSES[request.param](servers) as built:
         yield built
 

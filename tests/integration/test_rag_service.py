@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from llmtwin.llm.v1 import llm_service_pb2 as llm_pb
 from llmtwin.rag.v1 import rag_service_pb2 as pb
 from rag_service.documents import parse_jsonl
 from rag_service.ingestor import Ingestor
+from rag_service.llm_client import LlmClient
 from servekit.errors import error_reason, field_violations
 from servekit.logs import request_id_var, trace_id_var
 from tests.support.llm import running_llm, stopped_producing
@@ -348,3 +350,17 @@ async def test_authors_written_past_this_replica_are_matched_within_the_refresh_
             await asyncio.sleep(0.1)
         assert response.context.author.id == "elena-varga"
         assert {d.author_id for d in response.context.documents} == {"elena-varga"}
+
+
+async def test_the_model_info_is_read_again_after_its_ttl_so_a_changed_llm_tier_is_seen() -> None:
+    backend = EchoBackend(adapters=("elena",))
+    async with running_llm(backend) as llm:
+        client = LlmClient(llm.target, info_ttl_s=0.2)
+        try:
+            assert (await client.model_info()).adapters == ("elena",)
+            backend._info = dataclasses.replace(backend.info(), adapters=("elena", "jonas"))  # a rolling update
+            assert (await client.model_info()).adapters == ("elena",)  # within the TTL: the cached answer
+            await asyncio.sleep(0.25)
+            assert (await client.model_info()).adapters == ("elena", "jonas")
+        finally:
+            await client.aclose()

@@ -8,10 +8,16 @@ botocore.eventstream is the reference parser). Each `PayloadPart` carries raw by
 DescribeEndpoint / DescribeInferenceComponent / DescribeEndpointConfig / DescribeModel (JSON 1.1, `POST /`
 with X-Amz-Target) answer too, each call counted, the model's container environment carrying the limits
 the TGI container was deployed with.
+
+With `payload = "openai"` it is the Hugging Face vLLM DLC instead: OpenAI chat (`messages`) and completion
+(`prompt`) bodies stream OpenAI chunks as vLLM writes them (the stop sequence cut unless
+`include_stop_str_in_output`, errors as `{"error": {"message", "type", "code"}}`), a TGI body is refused
+with vLLM's 400, and the container's environment carries SM_VLLM_MAX_MODEL_LEN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import time
@@ -25,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.fake_tgi import FakeTgi, LoopbackApp, validation_error
+from tests.support.fake_tgi import FakeTgi, LoopbackApp, fake_chat_template, fake_tokenize, validation_error
 
 ACCOUNT = "123456789012"
 
@@ -66,6 +72,7 @@ class FakeSageMaker(LoopbackApp):
     def reset(self) -> None:
         """Default knobs and fresh observations (a server can be shared by tests this way)."""
         self.model = FakeTgi()  # the TGI container behind the endpoint: its knobs shape the stream
+        self.payload = "tgi"  # or "openai": the vLLM container (use_openai() sets its environment too)
         self.endpoints = {"twin-endpoint"}
         self.endpoint_status = "InService"  # also: Creating, Updating, SystemUpdating, RollingBack, Failed...
         self.component_status = "InService"  # the inference component's: Creating, Updating, Failed...
@@ -86,6 +93,14 @@ class FakeSageMaker(LoopbackApp):
         self.control_calls: Counter[str] = Counter()  # control-plane operation ("DescribeEndpoint"...) -> calls
         self.invocations: list[dict[str, Any]] = []  # {"endpoint", "headers", "body"} per invoke
 
+    def use_openai(self) -> None:
+        """Become the vLLM DLC: OpenAI payloads, its max model length in the container's environment."""
+        self.payload = "openai"
+        self.container_env = {
+            "HF_MODEL_ID": self.model.model_id,
+            "SM_VLLM_MAX_MODEL_LEN": str(self.model.max_total_tokens),
+        }
+
     # -- the HTTP server -----------------------------------------------------------------------------
 
     def app(self) -> Starlette:
@@ -103,7 +118,11 @@ class FakeSageMaker(LoopbackApp):
         self.invocations.append({"endpoint": name, "headers": dict(request.headers), "body": body})
         if name not in self.endpoints:
             return _aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
-        model_error = self.model_error or ((422, error) if (error := validation_error(body)) else None)
+        model_error = self.model_error
+        if model_error is None and self.payload == "openai" and "inputs" in body:  # vLLM knows no TGI payload
+            model_error = (400, json.dumps(_openai_error("unknown request shape", 400)))
+        elif model_error is None and self.payload == "tgi" and (error := validation_error(body)):
+            model_error = (422, error)
         if model_error is not None:
             status, original = model_error
             message = f'Received client error ({status}) from primary with message "{original}".'
@@ -116,7 +135,8 @@ class FakeSageMaker(LoopbackApp):
 
     async def _frames(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         sent = 0
-        async for sse in self.model.events(body):
+        events = self.model.events(body) if self.payload == "tgi" else self._openai_events(body)
+        async for sse in events:
             pieces = [sse]
             if self.part_size:
                 pieces = [sse[i : i + self.part_size] for i in range(0, len(sse), self.part_size)]
@@ -128,6 +148,47 @@ class FakeSageMaker(LoopbackApp):
                 sent += 1
                 self.parts_sent += 1
                 yield payload_part(piece)
+
+    async def _openai_events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """vLLM's OpenAI stream for a chat (`messages`) or completion (`prompt`) body, from the model's knobs."""
+        model = self.model
+        model.active += 1
+        try:
+            chat = "messages" in body
+            prompt = fake_chat_template(body["messages"]) if chat else body["prompt"]
+            stops = body.get("stop") or []
+            plan, finish = model._plan(body.get("max_tokens") or 100, stops)
+            base = {"id": "cmpl-1", "created": int(time.time()), "model": model.model_id}
+            base["object"] = "chat.completion.chunk" if chat else "text_completion"
+            text = ""
+            for i, (_, piece, special) in enumerate(plan):
+                if model.error_after is not None and i == model.error_after:
+                    yield _sse(_openai_error("Request failed during generation: CUDA out of memory", 500))
+                    return
+                if model.token_delay_s:
+                    await asyncio.sleep(model.token_delay_s)
+                model.produced += 1
+                last = i == len(plan) - 1
+                content = "" if special else piece
+                if last and finish == "stop_sequence" and not body.get("include_stop_str_in_output"):
+                    stop = next(s for s in stops if (text + content).endswith(s))
+                    content = (text + content)[: len(text + content) - len(stop)][len(text) :]  # vLLM cuts it
+                text += content
+                reason = None if not last else ("length" if finish == "length" else "stop")
+                logprob = -0.25 * (i + 1)
+                if chat:
+                    logprobs = {"content": [{"token": piece, "logprob": logprob}]} if body.get("logprobs") else None
+                    choice = {"index": 0, "delta": {"content": content}, "logprobs": logprobs, "finish_reason": reason}
+                else:
+                    logprobs = {"tokens": [piece], "token_logprobs": [logprob]} if body.get("logprobs") else None
+                    choice = {"index": 0, "text": content, "logprobs": logprobs, "finish_reason": reason}
+                yield _sse({**base, "choices": [choice]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": len(fake_tokenize(prompt)), "completion_tokens": len(plan)}
+                yield _sse({**base, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+        finally:
+            model.active -= 1
 
     async def _control_plane(self, request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
@@ -204,6 +265,15 @@ class FakeSageMaker(LoopbackApp):
                 }
             )
         return _aws_error(400, "UnknownOperationException", f"unknown operation {target}", rpc=True)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _openai_error(message: str, code: int) -> dict[str, Any]:
+    kind = "BadRequestError" if code == 400 else "InternalServerError"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def _amz_json(payload: dict[str, Any]) -> Response:

@@ -111,6 +111,7 @@ class FakeTgi(LoopbackApp):
         self.active = 0  # generations in progress
         self.requests: list[dict[str, Any]] = []  # generation request bodies, in order
         self.headers: list[dict[str, str]] = []  # their headers
+        self.adapters: list[str | None] = []  # the LoRA adapter id of each (None: the base model)
 
     # -- the model -----------------------------------------------------------------------------------
 
@@ -257,6 +258,7 @@ class FakeTgi(LoopbackApp):
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        self.adapters.append(adapter_id(body))
         if self.http_error is not None:
             status, payload = self.http_error
             return JSONResponse(payload, status_code=status)
@@ -276,6 +278,15 @@ def _token_list(pieces: list[str]) -> list[dict[str, Any]]:
         out.append({"id": 100 + i, "text": piece, "start": pos, "stop": pos + len(piece)})
         pos += len(piece)
     return out
+
+
+def adapter_id(body: dict[str, Any]) -> str | None:
+    """The LoRA adapter a generate or chat body asks TGI for: `parameters.adapter_id`, or on the chat route
+    `model` unless it is "tgi" (TGI's router: `adapter_id: model.filter(|m| *m != "tgi")`)."""
+    if "messages" in body:
+        model = body.get("model")
+        return None if model in (None, "tgi") else str(model)
+    return (body.get("parameters") or {}).get("adapter_id")
 
 
 def validation_error(body: dict[str, Any]) -> str | None:

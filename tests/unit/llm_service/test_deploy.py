@@ -67,7 +67,7 @@ class ControlPlane:
 
     def writes(self) -> list[tuple[str, dict[str, Any]]]:
         """The calls that change something, in order."""
-        return [(op, body) for op, body in self.requests if not op.startswith("Describe")]
+        return [(op, body) for op, body in self.requests if not op.startswith(("Describe", "List"))]
 
     @staticmethod
     def _advance(store: dict[str, dict[str, Any]], name: str, key: str, failure: str | None = None) -> None:
@@ -144,8 +144,15 @@ class ControlPlane:
         endpoint = self.endpoints.get(body["EndpointName"], {})
         if endpoint.get("EndpointStatus") != "InService":
             raise AwsError("ValidationException", "Endpoint is not InService.")
-        if body["Specification"]["ModelName"] not in self.models:
-            raise _not_found("model", body["Specification"]["ModelName"])
+        spec = body["Specification"]
+        if "BaseInferenceComponentName" in spec:  # an adapter: no model, compute or copies of its own
+            base = self.components.get(spec["BaseInferenceComponentName"], {})
+            if base.get("InferenceComponentStatus") != "InService" or "ModelName" in spec or "RuntimeConfig" in body:
+                raise AwsError("ValidationException", "Adapter components need an InService base and no model.")
+            self.components[body["InferenceComponentName"]] = {**body, "InferenceComponentStatus": "Creating"}
+            return {"InferenceComponentArn": f"arn:inference-component/{body['InferenceComponentName']}"}
+        if spec["ModelName"] not in self.models:
+            raise _not_found("model", spec["ModelName"])
         copies = body["RuntimeConfig"]["CopyCount"]
         runtime = {"DesiredCopyCount": copies, "CurrentCopyCount": copies}
         self.components[body["InferenceComponentName"]] = {
@@ -163,9 +170,21 @@ class ControlPlane:
         self._advance(self.components, name, "InferenceComponentStatus")
         return answer
 
+    def ListInferenceComponents(self, body: dict[str, Any]) -> dict[str, Any]:
+        # One component a page: the deployer must follow NextToken.
+        names = [n for n, c in self.components.items() if c["EndpointName"] == body.get("EndpointNameEquals")]
+        start = int(body.get("NextToken", "0"))
+        page = [
+            {"InferenceComponentName": n, "InferenceComponentStatus": self.components[n]["InferenceComponentStatus"]}
+            for n in names[start : start + 1]
+        ]
+        return {"InferenceComponents": page, **({"NextToken": str(start + 1)} if start + 1 < len(names) else {})}
+
     def UpdateInferenceComponent(self, body: dict[str, Any]) -> dict[str, Any]:
         component = self.components[body["InferenceComponentName"]]
-        if "Specification" in body:
+        if "BaseInferenceComponentName" in component["Specification"]:
+            component["Specification"] = body["Specification"]
+        elif "Specification" in body:
             if body["Specification"]["ModelName"] not in self.models:
                 raise _not_found("model", body["Specification"]["ModelName"])
             component["Specification"] = body["Specification"]
@@ -176,6 +195,9 @@ class ControlPlane:
         return {"InferenceComponentArn": f"arn:inference-component/{body['InferenceComponentName']}"}
 
     def DeleteInferenceComponent(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["InferenceComponentName"]
+        if any(c["Specification"].get("BaseInferenceComponentName") == name for c in self.components.values()):
+            raise AwsError("ValidationException", f"Inference component {name} has adapter components.")
         self.components[body["InferenceComponentName"]]["InferenceComponentStatus"] = "Deleting"
         return {}
 
@@ -433,7 +455,7 @@ def test_plan_prints_the_calls_with_the_token_masked(
     hint = out[end:].strip().splitlines()
     assert hint[1] == (
         "LLM_BACKEND=sagemaker LLM_SAGEMAKER_ENDPOINT_NAME=llmtwin "
-        "LLM_SAGEMAKER_INFERENCE_COMPONENT=llmtwin-ic LLM_SAGEMAKER_REGION=eu-central-1"
+        "LLM_SAGEMAKER_INFERENCE_COMPONENT=llmtwin-ic LLM_SAGEMAKER_REGION=eu-central-1 LLM_SAGEMAKER_PAYLOAD=tgi"
     )
     assert hint[-1] == "RAG_PROMPT_FORMAT=alpaca"  # TwinLlama's training format, for every RAG prompt
     assert main(["deploy", "--dry-run"]) == 0  # the old verb: same output
@@ -649,3 +671,133 @@ def test_cli_up_status_down(
     assert main(["status"]) == 0
     assert capsys.readouterr().out.count("absent") == 6
     assert state.calls.count("CreateModel") == 1
+
+
+# -- the vLLM container ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "gpus", "total", "model"),
+    [("a10g-8b", "1", "4096", "mlabonne/TwinLlama-3.1-8B-DPO"), ("a100-30b", "8", "8192", "Qwen/Qwen2.5-32B-Instruct")],
+)
+def test_both_profiles_deploy_on_the_vllm_container(profile: str, gpus: str, total: str, model: str) -> None:
+    plan = build_plan(
+        DeploySettings(role_arn=ROLE, region=REGION, profile=profile, container="vllm", model_revision="abc123")
+    )
+    container = plan.create_model["PrimaryContainer"]
+    assert container["Image"] == (
+        "763104351884.dkr.ecr.eu-central-1.amazonaws.com/"
+        "huggingface-vllm:0.27.1-transformers5.10.2-gpu-py312-cu130-ubuntu22.04"
+    )
+    assert container["Environment"] == {
+        "HF_MODEL_ID": model,
+        "SM_VLLM_HOST": "0.0.0.0",
+        "SM_VLLM_REVISION": "abc123",
+        "SM_VLLM_TENSOR_PARALLEL_SIZE": gpus,
+        "SM_VLLM_MAX_MODEL_LEN": total,
+    }
+    variant = plan.create_endpoint_config["ProductionVariants"][0]
+    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"  # CUDA 13's driver
+    startup = plan.create_inference_component["Specification"]["StartupParameters"]
+    assert startup["ContainerStartupHealthCheckTimeoutInSeconds"] == (900 if profile == "a10g-8b" else 1800)
+    assert plan.service_env()["LLM_SAGEMAKER_PAYLOAD"] == "openai"
+    assert "InferenceAmiVersion" not in build_plan(DeploySettings(profile=profile)).create_endpoint_config[
+        "ProductionVariants"][0]  # fmt: skip
+    quantized = build_plan(DeploySettings(profile=profile, container="vllm", quantize="fp8", num_gpus=2))
+    env = quantized.create_model["PrimaryContainer"]["Environment"]
+    assert (env["SM_VLLM_QUANTIZATION"], env["SM_VLLM_TENSOR_PARALLEL_SIZE"]) == ("fp8", "2")
+
+
+def test_vllm_image_is_pinned_per_region_from_the_sdk_table() -> None:
+    assert image_uri_for("af-south-1", "vllm").startswith(
+        "626614931356.dkr.ecr.af-south-1.amazonaws.com/huggingface-vllm:"
+    )
+    assert image_uri_for("mx-central-1", "vllm").startswith("637423239942.dkr.ecr.mx-central-1.amazonaws.com/")
+    with pytest.raises(ValueError, match="no pinned tgi image for region mx-central-1"):
+        image_uri_for("mx-central-1")
+
+
+# -- adapters ----------------------------------------------------------------------------------------------
+
+ADAPTERS = {"dpo": "s3://twin-artifacts/adapters/dpo/", "style": "s3://twin-artifacts/adapters/style.tar.gz"}
+
+
+def test_the_plan_adds_adapter_components_on_the_base_and_deletes_them_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMTWIN_SM_ADAPTERS", json.dumps(ADAPTERS))
+    plan = build_plan(DeploySettings(role_arn=ROLE, container="vllm"))
+
+    calls = [(c.operation, c.params) for c in plan.up_calls()]
+    assert calls[-2:] == [
+        (
+            "CreateInferenceComponent",
+            {
+                "InferenceComponentName": f"llmtwin-ic-{name}",
+                "EndpointName": "llmtwin",
+                "Specification": {"BaseInferenceComponentName": "llmtwin-ic", "Container": {"ArtifactUrl": url}},
+            },
+        )
+        for name, url in ADAPTERS.items()
+    ]
+    downs = [(c.operation, c.params) for c in plan.down_calls()]
+    assert downs[:3] == [
+        ("DeleteInferenceComponent", {"InferenceComponentName": "llmtwin-ic-dpo"}),
+        ("DeleteInferenceComponent", {"InferenceComponentName": "llmtwin-ic-style"}),
+        ("DeleteScalingPolicy", downs[2][1]),
+    ]
+    assert plan.service_env()["LLM_SAGEMAKER_ADAPTERS"] == "dpo=llmtwin-ic-dpo,style=llmtwin-ic-style"
+    env = plan.create_model["PrimaryContainer"]["Environment"]
+    assert (env["SM_VLLM_ENABLE_LORA"], env["SM_VLLM_MAX_LORAS"]) == ("true", "2")
+    for bad in ({"no_underscores": "s3://b/a"}, {"a": "https://example.com/a"}, {"x" * 20: "s3://b/a"}):
+        with pytest.raises(ValueError, match="adapter"):
+            DeploySettings(adapters=bad)
+
+
+def test_up_creates_updates_and_removes_adapters_and_down_deletes_them_before_the_base(
+    plane: tuple[ControlPlane, str],
+) -> None:
+    state, url = plane
+    deployer, _ = _deployer(url, adapters=ADAPTERS)
+    deployer.up()
+    assert state.writes() == [(c.operation, c.params) for c in deployer.plan.up_calls()]
+    assert {n: c["InferenceComponentStatus"] for n, c in state.components.items()} == dict.fromkeys(
+        ["llmtwin-ic", "llmtwin-ic-dpo", "llmtwin-ic-style"], "InService"
+    )
+    assert ("adapter-component", "llmtwin-ic-dpo", "InService") in [
+        (r.kind, r.name, r.state) for r in deployer.status()
+    ]
+    state.requests.clear()
+    assert deployer.up() == []
+
+    # A new artifact for one adapter, the other dropped from the settings: updated in place, deleted.
+    moved = {"dpo": "s3://twin-artifacts/adapters/dpo-v2/"}
+    state.requests.clear()
+    _deployer(url, adapters=moved)[0].up()
+    assert state.writes() == [
+        (
+            "UpdateInferenceComponent",
+            {
+                "InferenceComponentName": "llmtwin-ic-dpo",
+                "Specification": {
+                    "BaseInferenceComponentName": "llmtwin-ic",
+                    "Container": {"ArtifactUrl": moved["dpo"]},
+                },
+            },
+        ),
+        ("DeleteInferenceComponent", {"InferenceComponentName": "llmtwin-ic-style"}),
+    ]
+    assert set(state.components) == {"llmtwin-ic", "llmtwin-ic-dpo"}
+
+    # down with settings that name no adapter still deletes the live one, before the base component.
+    state.requests.clear()
+    _deployer(url)[0].down()
+    assert _ops(state.writes()) == [
+        "DeleteInferenceComponent",
+        "DeleteScalingPolicy",
+        "DeregisterScalableTarget",
+        "DeleteInferenceComponent",
+        "DeleteEndpoint",
+        "DeleteEndpointConfig",
+        "DeleteModel",
+    ]
+    assert state.writes()[0][1] == {"InferenceComponentName": "llmtwin-ic-dpo"}
+    assert not (state.components or state.endpoints or state.models)

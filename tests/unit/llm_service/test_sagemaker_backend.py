@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -529,3 +530,179 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+# -- the vLLM container: OpenAI payloads ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def vllm(sagemaker: FakeSageMaker) -> AsyncIterator[SageMakerBackend]:
+    """A backend on an endpoint running the vLLM DLC (payload "openai")."""
+    sagemaker.use_openai()
+    b = SageMakerBackend(
+        ENDPOINT, payload="openai", endpoint_url=sagemaker.url, session=session(), timeout_s=5, max_attempts=1
+    )
+    await b.start()
+    yield b
+    await b.aclose()
+
+
+async def test_openai_chat_body_and_chunks_reassembled_across_parts(
+    vllm: SageMakerBackend, sagemaker: FakeSageMaker
+) -> None:
+    sagemaker.part_size = 7  # cuts "data: ", the JSON and "ö" anywhere
+    stops = ("xy", "zz", "qq", "#", "!")  # five: vLLM has no limit of four, so all of them are sent
+    tokens, completion = await collect(
+        vllm,
+        request(messages=True, temperature=0.5, top_k=20, repetition_penalty=1.2, stop_sequences=stops, seed=7),
+    )
+
+    assert [t.text for t in tokens] == ["Hello", ",", " wörld"]  # the stop sequence cut, as for every backend
+    assert (completion.finish_reason, completion.text, completion.completion_tokens) == (
+        FinishReason.STOP_SEQUENCE,
+        "Hello, wörld",
+        4,
+    )
+    sent = sagemaker.invocations[-1]
+    assert sent["headers"]["x-amzn-sagemaker-custom-attributes"] == "route=/v1/chat/completions"
+    assert sent["body"] == {
+        "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
+        "max_tokens": 256,
+        "temperature": 0.5,
+        "top_k": 20,
+        "repetition_penalty": 1.2,
+        "seed": 7,
+        "stop": list(stops),
+        "include_stop_str_in_output": True,  # kept, so the finish reason knows it was a stop sequence
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def test_openai_completion_for_a_prompt(vllm: SageMakerBackend, sagemaker: FakeSageMaker) -> None:
+    sagemaker.part_size = 3
+    tokens, completion = await collect(vllm, request(temperature=0.0, max_new_tokens=3, return_logprobs=True))
+
+    assert [(t.text, t.logprob) for t in tokens] == [("Hello", -0.25), (",", -0.5), (" wörld", -0.75)]
+    assert completion == Completion(FinishReason.LENGTH, len(fake_tokenize(PROMPT)), 3, "Hello, wörld")
+    sent = sagemaker.invocations[-1]
+    assert sent["headers"]["x-amzn-sagemaker-custom-attributes"] == "route=/v1/completions"
+    assert sent["body"] == {
+        "prompt": PROMPT,
+        "max_tokens": 3,
+        "temperature": 0.0,
+        "logprobs": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    # The model ends by itself: vLLM streams no EOS text, and says "stop" with no stop sequence asked.
+    _, completion = await collect(vllm, request())
+    assert (completion.finish_reason, completion.completion_tokens) == (FinishReason.END_OF_SEQUENCE, 5)
+
+
+async def test_openai_errors_map_mid_stream_and_before(vllm: SageMakerBackend, sagemaker: FakeSageMaker) -> None:
+    sagemaker.model.error_after = 2
+    got: list[str] = []
+    with pytest.raises(BackendError, match="CUDA out of memory"):
+        async for item in vllm.generate(request(messages=True)):
+            got.append(item.text)  # type: ignore[union-attr]
+    assert got == ["Hello", ","]
+
+    sagemaker.model.error_after = None
+    sagemaker.stream_error_after = 1  # SageMaker's own ModelStreamError: mapped as with TGI
+    with pytest.raises(BackendError, match=r"ModelStreamError.*timed out"):
+        await collect(vllm, request())
+
+    sagemaker.stream_error_after = None
+    body = {"object": "error", "message": "max_tokens must be at least 1", "type": "BadRequestError", "code": 400}
+    sagemaker.model_error = (400, json.dumps(body))
+    with pytest.raises(InvalidArgument) as info:
+        await collect(vllm, request())
+    assert info.value.violations == [("parameters", "max_tokens must be at least 1")]
+
+
+async def test_a_tgi_body_is_refused_by_the_vllm_container(sagemaker: FakeSageMaker) -> None:
+    """The payload setting must match the container: the fake vLLM refuses TGI's body as vLLM does."""
+    sagemaker.use_openai()
+    b = SageMakerBackend(ENDPOINT, endpoint_url=sagemaker.url, session=session())  # payload "tgi" by default
+    await b.start()
+    try:
+        with pytest.raises(InvalidArgument, match="unknown request shape"):
+            await collect(b, request())
+    finally:
+        await b.aclose()
+
+
+async def test_vllm_max_model_len_is_the_deployed_limit(sagemaker: FakeSageMaker) -> None:
+    """SM_VLLM_MAX_MODEL_LEN (or LMI's OPTION_MAX_MODEL_LEN) is the total; a prompt may take all but one."""
+    for env in (
+        container_env(DeploySettings(profile="a10g-8b", container="vllm")),
+        {"HF_MODEL_ID": "m", "OPTION_MAX_MODEL_LEN": "4096"},
+    ):
+        sagemaker.container_env = env
+        b = SageMakerBackend(ENDPOINT, payload="openai", endpoint_url=sagemaker.url, session=session())
+        await b.start()
+        try:
+            assert (b.info().max_input_tokens, b.info().max_total_tokens) == (4095, 4096)
+            assert b.limits_from == f"deployed model {ENDPOINT}-model"
+        finally:
+            await b.aclose()
+
+
+# -- adapters: inference components on the base one ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", ["tgi", "openai"])
+async def test_an_adapter_invokes_its_inference_component(sagemaker: FakeSageMaker, payload: str) -> None:
+    if payload == "openai":
+        sagemaker.use_openai()
+    b = SageMakerBackend(
+        ENDPOINT,
+        inference_component_name="llmtwin-ic",
+        payload=payload,  # type: ignore[arg-type]
+        adapters={"twin-dpo": "llmtwin-ic-twin-dpo", "style": "llmtwin-ic-style"},
+        endpoint_url=sagemaker.url,
+        session=session(),
+    )
+    await b.start()
+    try:
+        assert b.info().adapters == ("twin-dpo", "style")
+        await collect(b, replace(request(max_new_tokens=1), adapter="twin-dpo"))
+        assert sagemaker.invocations[-1]["headers"]["x-amzn-sagemaker-inference-component"] == "llmtwin-ic-twin-dpo"
+        await collect(b, request(messages=True, max_new_tokens=1))  # no adapter: the base component
+        assert sagemaker.invocations[-1]["headers"]["x-amzn-sagemaker-inference-component"] == "llmtwin-ic"
+        calls = len(sagemaker.invocations)
+        with pytest.raises(InvalidArgument, match="unknown adapter 'nope' \\(served: twin-dpo, style\\)"):
+            await collect(b, replace(request(), adapter="nope"))
+        assert len(sagemaker.invocations) == calls  # refused before any call
+    finally:
+        await b.aclose()
+
+
+async def test_the_llm_service_settings_choose_payload_and_adapters(
+    sagemaker: FakeSageMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("LLM_SAGEMAKER_PAYLOAD", "openai")
+    monkeypatch.setenv("LLM_SAGEMAKER_ADAPTERS", "twin-dpo=llmtwin-ic-twin-dpo, style = llmtwin-ic-style")
+    sagemaker.use_openai()
+    settings = Settings(
+        backend="sagemaker",
+        sagemaker_endpoint_name=ENDPOINT,
+        sagemaker_inference_component="llmtwin-ic",
+        sagemaker_endpoint_url=sagemaker.url,
+        sagemaker_region="eu-central-1",
+    )
+    backend = make_backend(settings)
+    await backend.start()
+    try:
+        assert backend.info().adapters == ("twin-dpo", "style")
+        await collect(backend, replace(request(messages=True, max_new_tokens=1), adapter="style"))  # type: ignore[arg-type]
+        sent = sagemaker.invocations[-1]
+        assert sent["headers"]["x-amzn-sagemaker-inference-component"] == "llmtwin-ic-style"
+        assert "messages" in sent["body"]
+    finally:
+        await backend.aclose()
+    with pytest.raises(ValueError, match="name=component"):
+        make_backend(settings.model_copy(update={"sagemaker_adapters": "a=b,a=c"}))
