@@ -92,7 +92,7 @@ def test_an_unknown_llm_backend_is_one_line_naming_the_setting() -> None:
     status, stderr = run_module("llm_service", LLM_BACKEND="vllm")
     assert (
         stderr[-1]
-        == "llm_service: invalid LLM_BACKEND='vllm': input should be 'embedded', 'tgi', 'sagemaker' or 'echo'"
+        == "llm_service: invalid LLM_BACKEND='vllm': input should be 'embedded', 'tgi', 'sagemaker', 'openai' or 'echo'"
     )
     assert status == 1
 
