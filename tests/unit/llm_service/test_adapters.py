@@ -13,6 +13,7 @@ import pytest
 from llm_service.backends.echo import EchoBackend
 from llm_service.backends.embedded import EmbeddedBackend, packaged_model_path
 from llm_service.backends.factory import make_backend
+from llm_service.backends.openai import OpenAIBackend
 from llm_service.backends.tgi import TgiBackend
 from llm_service.convert import request_from_proto
 from llm_service.errors import InvalidArgument
@@ -155,6 +156,31 @@ async def test_llama_cpp_server_applies_the_adapter_per_request(embedded: Embedd
         # prompt evaluated in another batch shape (the slot's cache reused) can flip a greedy pick.
         assert await complete(embedded.lora("twin")) != base
         assert await complete(embedded.lora("")) == base
+
+
+async def test_the_openai_backend_generates_with_the_adapter_on_llama_cpps_server(embedded: EmbeddedBackend) -> None:
+    """LLM_BACKEND=openai in front of llama.cpp's server (the embedded backend's, adapters loaded): the adapter
+    a request names changes the output, and no adapter is the base model."""
+    api = f"{embedded._server.listening_address}/v1"
+    remote = OpenAIBackend(api, adapters={"twin": 0, "other": 2})  # names for the server's adapter ids
+    await remote.start()
+    try:
+        assert remote.info().adapters == ("twin", "other")
+
+        async def text(adapter: str) -> str:
+            request = Request(GenerationInput(prompt=PROMPT), Parameters(max_new_tokens=12, temperature=0.0), "r")
+            items = [i async for i in remote.generate(Request(request.input, request.parameters, "r", adapter))]
+            assert isinstance(items[-1], Completion)
+            return items[-1].text
+
+        base = await text("")
+        assert base.startswith(" Paris")  # the packaged model's own answer
+        twin = await text("twin")
+        assert twin != base
+        assert await text("other") not in (base, twin)
+        assert await text("") == base  # every adapter at scale 0: nothing left from the previous request
+    finally:
+        await remote.aclose()
 
 
 async def test_a_missing_adapter_file_is_unavailable(tmp_path: Path) -> None:
