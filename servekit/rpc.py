@@ -93,7 +93,9 @@ class RpcKit:
             try:
                 async for message in fn(servicer, _checked(request), context):
                     yield message
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):
+                # A client's cancel reaches a stream either as a cancelled task or, when it lands while grpc is
+                # sending a message, as the generator closed at its yield: both are CANCELLED.
                 self.requests.labels(method, "CANCELLED").inc()
                 raise
             except Exception as exc:

@@ -54,3 +54,32 @@ async def test_a_waiter_cancelled_as_its_slot_frees_does_not_keep_the_slot():
             with pytest.raises(asyncio.CancelledError):
                 await waiter
         assert admission.in_flight == 0 and not admission._slots.locked()
+
+
+async def test_a_stream_closed_at_its_yield_counts_as_cancelled():
+    # grpc.aio closes a server stream's generator (GeneratorExit at its yield) when the client's cancel lands
+    # while a message is being sent; the stream must still be counted, or it vanishes from the metrics.
+    from prometheus_client import CollectorRegistry, Counter
+
+    from servekit.rpc import RpcKit
+
+    requests = Counter("t_requests", "test", ["method", "code"], registry=CollectorRegistry())
+    kit = RpcKit("test.domain", requests)
+
+    class Context:
+        def invocation_metadata(self) -> tuple[()]:
+            return ()
+
+        def set_trailing_metadata(self, metadata: object) -> None:
+            pass
+
+    @kit.stream
+    async def Numbers(servicer: object, request: object, context: object):  # named as a gRPC method
+        for n in range(10):
+            yield n
+
+    stream = Numbers(None, object(), Context())
+    assert await anext(stream) == 0
+    await stream.aclose()  # as grpc.aio does
+    assert requests.labels("Numbers", "CANCELLED")._value.get() == 1
+    assert requests.labels("Numbers", "OK")._value.get() == 0
