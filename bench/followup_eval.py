@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.paths import ROOT
+from common.pipeline import open_pipeline
 from common.stats import percentile
 from rag_eval_metrics import Outcome, Question, distinct, score
 
@@ -38,13 +38,9 @@ os.environ.setdefault("OPIK_TRACK_DISABLE", "true")
 
 from rag_service.conversation import Conversation, Role, Turn
 from rag_service.documents import parse_jsonl
-from rag_service.embedding import Embedder
-from rag_service.ingestor import Ingestor
-from rag_service.llm_client import LlmClient
 from rag_service.pipeline.rerank import MmrReranker
 from rag_service.rag import Options, Rag
 from rag_service.settings import Settings
-from rag_service.store import open_store
 from rag_service.tracing import NoopTracer
 
 DEPTH = 20
@@ -132,22 +128,8 @@ async def main() -> int:
         return 1
     settings = Settings(metrics_port=0)
     async with AsyncExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="followup-eval-"))
-        store = open_store(path=tmp, backend="edge")
-        stack.push_async_callback(store.aclose)
-        embedder = await Embedder.open(
-            threads=settings.embedding_threads, batching=True, runtime=settings.embedding_runtime
-        )
-        stack.push_async_callback(embedder.aclose)
-        await store.ensure_collections()
-        await Ingestor(store, embedder).ingest(documents)
-        target = args.llm_target
-        if not target:
-            from tests.support.llm import running_llm  # the embedded SmolLM2 backend, in this process
-
-            target = (await stack.enter_async_context(running_llm(n_threads=args.llm_threads))).target
-        llm = LlmClient(target)
-        stack.push_async_callback(llm.aclose)
+        opened = await open_pipeline(stack, settings, documents, args.llm_target, args.llm_threads)
+        store, embedder, llm = opened.store, opened.embedder, opened.llm
         info = await llm.model_info()
         rag = Rag(settings, store, embedder, llm, MmrReranker(settings.mmr_diversity), NoopTracer())
         await evaluate(rag, rows[:2], "lexical")  # warm-up

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.paths import ROOT
+from common.pipeline import open_pipeline
 from common.stats import percentile
 from rag_eval_metrics import Outcome, Question, Scores, distinct, load_questions, paired, score, versus
 
@@ -43,14 +43,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OPIK_TRACK_DISABLE", "true")
 
 from rag_service.documents import parse_jsonl
-from rag_service.embedding import Embedder
-from rag_service.ingestor import Ingestor
-from rag_service.llm_client import LlmClient
 from rag_service.pipeline.rerank import CrossEncoderReranker, MmrReranker, Reranker, VectorOrder
 from rag_service.pipeline.self_query import match_author, mentions_a_name
 from rag_service.rag import Options, Rag
 from rag_service.settings import Settings
-from rag_service.store import open_store
 from rag_service.tracing import NoopTracer
 from rag_service.types import RetrievalMode
 
@@ -174,25 +170,8 @@ async def main() -> int:
         settings = settings.model_copy(update={"mmr_diversity": args.mmr_diversity})
 
     async with AsyncExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-eval-"))
-        store = open_store(path=tmp, backend="edge")
-        stack.push_async_callback(store.aclose)
-        embedder = await Embedder.open(
-            threads=settings.embedding_threads, batching=True, runtime=settings.embedding_runtime
-        )
-        stack.push_async_callback(embedder.aclose)
-        await store.ensure_collections()
-        t0 = time.perf_counter()
-        report = await Ingestor(store, embedder).ingest(documents)
-        ingest_s = time.perf_counter() - t0
-
-        target = args.llm_target
-        if not target:
-            from tests.support.llm import running_llm  # the embedded SmolLM2 backend, in this process
-
-            target = (await stack.enter_async_context(running_llm(n_threads=args.llm_threads))).target
-        llm = LlmClient(target)
-        stack.push_async_callback(llm.aclose)
+        opened = await open_pipeline(stack, settings, documents, args.llm_target, args.llm_threads)
+        store, embedder, llm = opened.store, opened.embedder, opened.llm
         info = await llm.model_info()
 
         rerankers: dict[str, Reranker] = {"none": VectorOrder(), "mmr": MmrReranker(settings.mmr_diversity)}
@@ -238,7 +217,8 @@ async def main() -> int:
             print(f"  {config.name}: {len(qs)} questions in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     print(
-        f"corpus: {report.documents_written} documents, {report.chunks_written} chunks, ingested in {ingest_s:.1f} s; "
+        f"corpus: {opened.report.documents_written} documents, {opened.report.chunks_written} chunks, "
+        f"ingested in {opened.ingest_s:.1f} s; "
         f"{len(questions)} questions ({sum(1 for q in questions if q.author_id)} name an author); "
         f"LLM: {info.model_id}; top {DEPTH} chunks retrieved, search_limit {settings.search_limit}, "
         f"mmr_diversity {settings.mmr_diversity}; retrieval mode {mode} unless a row names another\n"

@@ -20,12 +20,10 @@ from llm_service.backends.openai_payload import (
     StreamAccumulator,
     check_adapter,
     error_from_status,
-    estimate_tokens,
-    message_dicts,
-    plain_chat_text,
     read_profile,
     request_body,
 )
+from llm_service.backends.tgi_payload import estimate_tokens, message_dicts, plain_chat_text
 from llm_service.errors import BackendError, BackendUnavailable, ServiceError
 from llm_service.stops import cut_stop_sequences
 from llm_service.types import Completion, GenerationInput, ModelInfo, Request, Token

@@ -11,12 +11,11 @@ The servers differ beyond the OpenAI API itself, so `start()` names a dialect fr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument, Overloaded, ServiceError
-from llm_service.types import Completion, FinishReason, Message, Parameters, Request, Token
+from llm_service.types import Completion, FinishReason, Parameters, Request, Token
 
 Dialect = Literal["vllm", "llamacpp", "openai"]
 
@@ -72,21 +71,6 @@ def read_profile(models: list[dict[str, Any]], props: dict[str, Any] | None, mod
         adapters = tuple(m["id"] for m in models if m.get("parent") == name)
         return ServerProfile("vllm", name, int(entry["max_model_len"]), adapters)
     return ServerProfile("openai", name)
-
-
-def message_dicts(messages: tuple[Message, ...]) -> list[dict[str, str]]:
-    """Messages as the chat API takes them."""
-    return [{"role": m.role, "content": m.content} for m in messages]
-
-
-def plain_chat_text(messages: tuple[Message, ...]) -> str:
-    """Messages as "role: content" lines, for estimates where the server has no chat template to offer."""
-    return "".join(f"{m.role}: {m.content}\n" for m in messages)
-
-
-def estimate_tokens(text: str) -> int:
-    """About one token per 4 characters: the usual rule of thumb for English with BPE tokenizers."""
-    return math.ceil(len(text) / 4)
 
 
 def sends_stops(dialect: Dialect) -> bool:

@@ -20,13 +20,14 @@ from typing import Any, Literal, Protocol
 
 from llm_service.backends.tgi_payload import (
     ChatAccumulator,
+    chat_finish_reason,
     chat_parameters,
     generate_parameters,
     message_dicts,
     tgi_items,
 )
 from llm_service.errors import BackendError
-from llm_service.types import Completion, FinishReason, Parameters, Request, Token
+from llm_service.types import Completion, Parameters, Request, Token
 
 PayloadKind = Literal["tgi", "openai"]
 PAYLOADS: tuple[PayloadKind, ...] = ("tgi", "openai")
@@ -166,15 +167,9 @@ class _TextCompletion:
         if self._finish is None:
             raise BackendError("the SageMaker stream ended before the generation finished")
         text = "".join(self._text)
-        if self._finish == "length":
-            finish = FinishReason.LENGTH
-        elif any(text.endswith(s) for s in self._p.stop_sequences):
-            finish = FinishReason.STOP_SEQUENCE
-        else:
-            finish = FinishReason.END_OF_SEQUENCE
         usage = self._usage or {}
         return Completion(
-            finish_reason=finish,
+            finish_reason=chat_finish_reason(self._finish, text, self._p.stop_sequences),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0) if usage else self._chunks,
             text=text,

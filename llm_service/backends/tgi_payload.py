@@ -1,14 +1,16 @@
 """TGI's payloads: request parameters, stream events and finish reasons, error bodies.
 
 Shared by the TGI backend (TGI's HTTP API) and the SageMaker backend (the same payloads through the TGI
-container behind an endpoint). Events and chunks are read either as huggingface_hub's output types or as
-the same JSON parsed into plain dicts.
+container behind an endpoint); the chat-message helpers, token estimate and OpenAI-style finish reason also
+serve the openai backend and SageMaker's OpenAI payload. Events and chunks are read either as
+huggingface_hub's output types or as the same JSON parsed into plain dicts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from llm_service.errors import BackendError, BackendUnavailable, InvalidArgument, Overloaded, ServiceError
@@ -80,6 +82,16 @@ def chat_parameters(p: Parameters) -> dict[str, Any]:
     return out
 
 
+def chat_finish_reason(finish: str, text: str, stops: Sequence[str]) -> FinishReason:
+    """The finish reason of an OpenAI-style stream whose "stop" means both the end-of-sequence token and a stop
+    sequence: STOP_SEQUENCE when a requested stop ends the text (the server keeps it there), else EOS."""
+    if finish == "length":
+        return FinishReason.LENGTH
+    if any(text.endswith(stop) for stop in stops):
+        return FinishReason.STOP_SEQUENCE
+    return FinishReason.END_OF_SEQUENCE
+
+
 def message_dicts(messages: tuple[Message, ...]) -> list[dict[str, str]]:
     """Messages as the chat API takes them."""
     return [{"role": m.role, "content": m.content} for m in messages]
@@ -147,15 +159,9 @@ class ChatAccumulator:
         if self._finish is None:
             raise BackendError("the chat stream ended before the generation finished")
         text = "".join(self._text)
-        if self._finish == "length":
-            finish = FinishReason.LENGTH
-        elif any(text.endswith(s) for s in self._p.stop_sequences):
-            finish = FinishReason.STOP_SEQUENCE
-        else:
-            finish = FinishReason.END_OF_SEQUENCE
         usage = self._usage
         return Completion(
-            finish_reason=finish,
+            finish_reason=chat_finish_reason(self._finish, text, self._p.stop_sequences),
             prompt_tokens=int(_get(usage, "prompt_tokens") or 0) if usage else 0,
             completion_tokens=int(_get(usage, "completion_tokens") or 0) if usage else self._chunks,
             text=text,
